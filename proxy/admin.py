@@ -1,0 +1,274 @@
+"""The admin API: HTTP/1.1 with JSON bodies on a Unix socket.
+
+The socket is created with its configured mode from the start (umask set
+around bind, so there is no window where it is wider), every peer's uid is
+checked with SO_PEERCRED, and connections, request sizes and idle time are
+bounded.  Handlers parse their input with the same types the CLI uses and
+answer errors as JSON; nothing an admin client sends can crash the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import os
+import pwd
+import socket
+import struct
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from .commands import CommandError, Cutover, Drain, TesterCookie, Weights, parse_if_match
+from .control import Controller, caller_of
+from .state import StateError
+
+_PEERCRED = struct.Struct("3i")
+PEER_KEY = web.AppKey("peer", object)
+
+
+class AdminServer:
+    def __init__(self, controller: Controller, config, log, reload: Callable[[], Awaitable[dict]],
+                 metrics: Callable[[], str] | None = None, events: Callable[[], list] | None = None) -> None:
+        self.controller = controller
+        self.config = config
+        self.log = log
+        self.reload = reload
+        self.metrics = metrics
+        self.events = events
+        self.runner: web.AppRunner | None = None
+        self.server = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config.admin
+        app = web.Application(client_max_size=cfg.max_request, middlewares=[self._guard])
+        app.add_routes([
+            web.get("/status", self.get_status),
+            web.put("/weights", self.put_weights),
+            web.post("/cutover", self.post_cutover),
+            web.post("/rollback", self.post_rollback),
+            web.post("/drain", self.post_drain),
+            web.post("/reload", self.post_reload),
+            web.post("/tester-cookie", self.post_tester_cookie),
+            web.get("/metrics", self.get_metrics),
+            web.get("/events", self.get_events),
+        ])
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                    keepalive_timeout=cfg.idle_timeout,
+                                    max_line_size=8190, max_field_size=8190)
+        await self.runner.setup()
+        sock = bind_unix(cfg.socket, cfg.mode, cfg.group)
+        loop = asyncio.get_running_loop()
+        handler = self.runner.server
+        limit = cfg.max_connections
+        self.server = await loop.create_unix_server(
+            lambda: handler() if len(handler.connections) < limit else _Refuse(), sock=sock)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        try:
+            os.unlink(self.config.admin.socket)
+        except OSError:
+            pass
+
+    # -- middleware: who may call, and errors as JSON ------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        peer = peer_credentials(request.transport)
+        if not self._allowed(peer):
+            self.log.warning("admin_refused", uid=peer[1] if peer else None,
+                             pid=peer[0] if peer else None, path=request.path)
+            return _error(403, "this uid may not use the admin socket")
+        request[PEER_KEY] = peer
+        try:
+            return await handler(request)
+        except CommandError as exc:
+            return _error(exc.status, str(exc))
+        except StateError as exc:
+            self.log.error("state_save_failed", detail=str(exc))
+            return _error(500, str(exc))
+        except web.HTTPException as exc:
+            return _error(exc.status, exc.reason)
+
+    def _allowed(self, peer: tuple[int, int, int] | None) -> bool:
+        if peer is None:
+            return False
+        _, uid, gid = peer
+        cfg = self.config.admin
+        if uid in (0, os.getuid()) or uid in cfg.uids:
+            return True
+        if cfg.group is None:
+            return False
+        try:
+            group = grp.getgrnam(cfg.group)
+        except KeyError:
+            return False
+        return gid == group.gr_gid or _user_in_group(uid, group)
+
+    # -- handlers ------------------------------------------------------------------
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        return self._state_response(self.controller.status())
+
+    async def put_weights(self, request: web.Request) -> web.Response:
+        cmd = Weights.from_json(await _json(request), self.controller.pools)
+        self._precondition(request)
+        return self._state_response(self.controller.set_weights(cmd, self._caller(request)))
+
+    async def post_cutover(self, request: web.Request) -> web.Response:
+        cmd = Cutover.from_json(await _json(request), self.controller.pools)
+        expected = parse_if_match(request.headers.get("If-Match"))
+        self.controller.check_generation(expected)
+        if cmd.steps is not None:
+            start = getattr(self.controller, "start_rollout", None)
+            if start is None:
+                return _error(501, "progressive rollouts are not available")
+            return self._state_response(await start(cmd, self._caller(request)), status=202)
+        result = await self.controller.cutover(cmd, self._caller(request), expected)
+        return self._state_response(result)
+
+    async def post_rollback(self, request: web.Request) -> web.Response:
+        await _json(request, optional=True)
+        self._precondition(request)
+        return self._state_response(self.controller.rollback(self._caller(request)))
+
+    async def post_drain(self, request: web.Request) -> web.Response:
+        cmd = Drain.from_json(await _json(request), self.controller.pools)
+        self._precondition(request)
+        return self._state_response(self.controller.drain(cmd, self._caller(request)))
+
+    async def post_reload(self, request: web.Request) -> web.Response:
+        await _json(request, optional=True)
+        self._precondition(request)
+        result = await self.reload()
+        if "error" in result:
+            return web.json_response(result, status=400)
+        return self._state_response(self.controller.status())
+
+    async def post_tester_cookie(self, request: web.Request) -> web.Response:
+        cmd = TesterCookie.from_json(await _json(request), self.controller.pools)
+        plane = self.controller.plane
+        expires = int(time.time() + cmd.ttl)
+        value = plane.signer.tester(cmd.pool, expires).decode()
+        name = plane.tester_cookie.decode()
+        self.log.info("tester_cookie_issued", pool=cmd.pool, expires=expires,
+                      **self._caller(request))
+        return web.json_response({"cookie": f"{name}={value}", "name": name, "value": value,
+                                  "pool": cmd.pool, "expires": expires})
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        if self.metrics is None:
+            return _error(404, "metrics are not available")
+        return web.Response(text=self.metrics(), content_type="text/plain",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    async def get_events(self, request: web.Request) -> web.Response:
+        if self.events is None:
+            return _error(404, "events are not available")
+        return web.json_response({"events": self.events()})
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _precondition(self, request: web.Request) -> None:
+        self.controller.check_generation(parse_if_match(request.headers.get("If-Match")))
+
+    def _caller(self, request: web.Request) -> dict:
+        return caller_of(request.get(PEER_KEY))
+
+    def _state_response(self, body: dict, status: int = 200) -> web.Response:
+        return web.json_response(body, status=status,
+                                 headers={"ETag": f'"{body["generation"]}"'})
+
+
+class _Refuse:
+    """Protocol for connections over admin.max_connections: closed at once."""
+
+    def connection_made(self, transport) -> None:
+        transport.close()
+
+    def connection_lost(self, exc) -> None:
+        pass
+
+    def data_received(self, data) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False
+
+
+async def _json(request: web.Request, optional: bool = False) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if optional:
+            return {}
+        raise CommandError("expected a JSON body")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CommandError(f"invalid JSON: {exc}") from None
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _user_in_group(uid: int, group) -> bool:
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return False
+    return name in group.gr_mem
+
+
+def peer_credentials(transport) -> tuple[int, int, int] | None:
+    """(pid, uid, gid) of the process at the other end of a Unix socket."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    except OSError:
+        return None
+    return _PEERCRED.unpack(raw)
+
+
+def bind_unix(path: str, mode: int, group: str | None) -> socket.socket:
+    """A listening Unix socket whose mode is right from the moment it exists."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o750 if group else 0o700, exist_ok=True)
+    _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
+    if group is not None:
+        os.chown(path, -1, grp.getgrnam(group).gr_gid)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def _remove_stale(path: str) -> None:
+    """Remove a socket file left by a dead process; refuse to steal a live one."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise OSError(f"{path}: another process is serving this admin socket")

@@ -1,0 +1,180 @@
+"""The `switchyard` command.  The only module that exits.
+
+Exit codes (SPEC 2.1): 0 done; 1 refused (invalid value, unhealthy target,
+conflict); 2 usage error; 3 the admin socket cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+from . import config as config_module
+from .commands import CommandError, Cutover, Weights
+from .console import Unreachable
+
+DEFAULT_SOCKET = "/run/switchyard/admin.sock"
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+# -- argument parsing ------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS,
+                        help="admin socket (default: $SWITCHYARD_SOCKET, admin.socket of -c, "
+                             f"{DEFAULT_SOCKET})")
+    common.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="configuration file")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the admin API's JSON answer")
+    common.add_argument("--if-match", metavar="GENERATION", type=int, default=argparse.SUPPRESS,
+                        help="refuse (exit 1) if the state moved past this generation")
+
+    parser = argparse.ArgumentParser(
+        prog="switchyard", parents=[common],
+        description="Zero-downtime traffic switcher for Hyperf blue/green pools.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add = lambda name, help: sub.add_parser(name, help=help, parents=[common])  # noqa: E731
+
+    add("serve", "run the proxy (what the systemd unit runs)")
+    add("check", "validate a configuration file")
+    add("status", "pools, weights, health, in-flight, error rates")
+    p = add("weights", "set weights, e.g. blue=90 green=10")
+    p.add_argument("weights", nargs="+", metavar="POOL=WEIGHT")
+    p = add("cutover", "health-gated switch of all new traffic to a pool")
+    _cutover_args(p)
+    add("rollback", "everything back to the previous pool, at once")
+    p = add("drain", "stop new traffic to a pool; --wait shows in-flight falling to 0")
+    p.add_argument("pool")
+    p.add_argument("--wait", action="store_true", help="follow in-flight requests down to 0")
+    add("reload", "re-read the config file; an invalid file changes nothing")
+    p = add("top", "live per-pool req/s, errors, p50/p99")
+    p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--count", type=int, default=0, help="stop after N refreshes (0: never)")
+    p = add("tester-cookie", "print a signed cookie that reaches a pool of weight 0")
+    p.add_argument("pool")
+    p.add_argument("--ttl", default="1h", help="validity (default 1h)")
+    p = add("demo", "two demo pools and the proxy on 127.0.0.1:8080")
+    p.add_argument("--port", type=int, default=8080, help="first port to try (default 8080)")
+    return parser
+
+
+def _cutover_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pool")
+    p.add_argument("--force", action="store_true", help="skip the health wait")
+    p.add_argument("--steps", help="progressive rollout, e.g. 5,25,50,100")
+    p.add_argument("--interval", help="hold each step this long, e.g. 30s")
+    p.add_argument("--max-error-rate", help="roll back above this error rate, e.g. 1%%")
+    p.add_argument("--max-p99", help="roll back above this p99 latency, e.g. 800ms")
+    p.add_argument("--min-requests", type=int, help="requests needed to judge a step")
+    p.add_argument("--wait", action="store_true", help="follow a progressive rollout to its end")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_OK
+    try:
+        return _run(args)
+    except CommandError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Unreachable as exc:  # from the console, raised before any change
+        print(f"switchyard: cannot reach the admin socket: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args) -> int:
+    command = args.command
+    if command in ("serve", "check"):
+        return _serve_or_check(args)
+    if command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.port)
+    from .console import run
+
+    return run(args, socket_path(args))
+
+
+def socket_path(args) -> str:
+    """--socket, else $SWITCHYARD_SOCKET, else admin.socket of -c FILE, else the default."""
+    explicit = getattr(args, "socket", None) or os.environ.get("SWITCHYARD_SOCKET")
+    if explicit:
+        return explicit
+    path = getattr(args, "config", None)
+    if path:
+        try:
+            return config_module.load(path).admin.socket
+        except config_module.ConfigError as exc:
+            raise CommandError(f"{path}: {exc}") from None
+    return DEFAULT_SOCKET
+
+
+def _serve_or_check(args) -> int:
+    path = getattr(args, "config", None)
+    if not path:
+        print(f"switchyard {args.command}: -c/--config FILE is required", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cfg = config_module.load(path)
+    except config_module.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_REFUSED
+    if args.command == "check":
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": True, "source": cfg.source, "pools": list(cfg.pools)}))
+        else:
+            print(f"{path}: OK ({len(cfg.pools)} pools, listen {', '.join(map(str, cfg.listen))})")
+        return EXIT_OK
+    from .accesslog import configure
+    from .server import serve
+
+    configure(cfg.log.format, cfg.log.level)
+    try:
+        return serve(cfg)
+    except OSError as exc:
+        print(f"switchyard serve: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def cutover_command(args) -> Cutover:
+    """argv → the same Cutover the admin API parses (durations and rates as numbers)."""
+    body: dict = {"to": args.pool}
+    if args.force:
+        body["force"] = True
+    try:
+        if args.steps:
+            body["steps"] = [int(s.strip().rstrip("%")) for s in args.steps.split(",")]
+        if args.interval:
+            body["interval"] = config_module.parse_duration(args.interval)
+        if args.max_error_rate:
+            body["max_error_rate"] = config_module.parse_rate(args.max_error_rate)
+        if args.max_p99:
+            body["max_p99"] = config_module.parse_duration(args.max_p99)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if args.min_requests is not None:
+        body["min_requests"] = args.min_requests
+    return Cutover.from_json(body, [args.pool])
+
+
+def weights_body(args) -> dict:
+    return Weights.from_args(args.weights)
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

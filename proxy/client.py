@@ -1,0 +1,474 @@
+"""The client side of the data plane: one protocol object per client connection.
+
+Requests are parsed by llhttp (httptools) in callbacks, buffered whole
+(head and body) and answered strictly in order, one upstream exchange at a
+time, so pipelined requests come back in the order they were sent.  The
+response is streamed back as the upstream produces it; when the client reads
+slowly we stop reading the upstream instead of buffering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from .errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    HeaderTooLargeError,
+    MethodNotImplementedError,
+    NoHealthyPoolError,
+    ProxyError,
+    TargetTooLongError,
+    UpstreamConnectError,
+    UpstreamResetError,
+    VersionNotSupportedError,
+    error_response,
+)
+from .headers import connection_tokens, response_head
+
+if TYPE_CHECKING:
+    from .plane import DataPlane
+    from .pool import Pool
+    from .upstream import Upstream, UpstreamConnection
+
+MAX_TARGET = 8192
+# Pipelined requests parsed ahead of the one being answered; past this we stop
+# reading the socket so a client cannot queue unbounded work.
+MAX_QUEUED = 8
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+WRITE_HIGH_WATER = 64 * 1024
+
+
+class Request:
+    """One parsed request, head and buffered body."""
+
+    __slots__ = (
+        "method", "target", "version", "headers", "keep_alive", "body", "body_size",
+        "expect_continue", "error", "host", "cookie", "override", "request_id",
+        "connection", "framed", "payload", "started", "tries",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.expect_continue = False
+        self.error: ProxyError | None = None
+        self.host: bytes | None = None
+        self.cookie: bytes | None = None
+        self.override: bytes | None = None
+        self.request_id: bytes | None = None
+        self.connection = False  # a Connection header is present
+        self.framed = False  # the client sent Content-Length or Transfer-Encoding
+        self.payload = b""
+        self.started = 0.0
+        self.tries = 0
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parse, route, forward, stream back, in order."""
+
+    __slots__ = (
+        "plane", "loop", "transport", "parser", "peer", "trusted", "queue", "reading",
+        "current", "upstream", "connecting", "out", "paused_writing", "read_paused",
+        "deadline", "send_deadline", "head_size", "pool", "upstream_addr", "set_cookie",
+        "keep_alive", "chunked_out", "status", "sent_bytes",
+    )
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+        self.loop = plane.loop
+        self.transport = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = "unix"
+        self.trusted = False
+        self.queue: deque[Request] = deque()
+        self.reading: Request | None = None
+        self.current: Request | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.connecting = None
+        self.out: list[bytes] = []
+        self.paused_writing = False
+        self.read_paused = False
+        self.deadline = 0.0
+        self.send_deadline = 0.0
+        self.head_size = 0
+        self.pool: Pool | None = None
+        self.upstream_addr = None
+        self.set_cookie = False
+        self.keep_alive = True
+        self.chunked_out = False
+        self.status = 0
+        self.sent_bytes = 0
+
+    def __repr__(self) -> str:
+        state = "busy" if self.current is not None else "idle"
+        return f"<ClientConnection {self.peer} {state} queued={len(self.queue)}>"
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        plane = self.plane
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = peer[0]
+            self.trusted = plane.is_trusted_proxy(self.peer)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        plane.clients.add(self)
+        if len(plane.clients) > plane.max_connections:
+            plane.log_event("connection_refused", reason="max_connections", peer=self.peer)
+            transport.write(error_response(503))
+            transport.close()
+            return
+        self.deadline = self.loop.time() + plane.timeouts.client_header
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(MethodNotImplementedError("protocol upgrade is not supported"))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._reject(cause if isinstance(cause, ProxyError) else BadRequestError(repr(cause)))
+        except httptools.HttpParserError as exc:
+            self._reject(BadRequestError(str(exc)))
+
+    def pause_writing(self) -> None:
+        # Stop reading the upstream while the client's buffer is full, or a slow
+        # reader makes us hold the whole response in memory.
+        self.paused_writing = True
+        self.send_deadline = self.loop.time() + self.plane.timeouts.client_send
+        if self.upstream is not None:
+            self.upstream.pause()
+
+    def resume_writing(self) -> None:
+        self.paused_writing = False
+        self.send_deadline = 0.0
+        if self.upstream is not None:
+            self.upstream.resume()
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        self.plane.clients.discard(self)
+        if self.connecting is not None:
+            self.connecting.cancel()
+        if self.upstream is not None:
+            # The response has nowhere to go; the upstream connection is
+            # mid-message and cannot be reused.
+            self.upstream.abandon()
+            self._log(499)
+            if self.pool is not None:
+                self.pool.count(None)
+
+    # -- llhttp callbacks ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.reading = Request()
+        self.head_size = 0
+        self.deadline = self.loop.time() + self.plane.timeouts.client_header
+
+    def on_url(self, url: bytes) -> None:
+        req = self.reading
+        req.target += url
+        if len(req.target) > MAX_TARGET:
+            raise TargetTooLongError(f"request target over {MAX_TARGET} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.plane.max_header:
+            raise HeaderTooLargeError(f"request head over {self.plane.max_header} bytes")
+        self.reading.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self.reading
+        parser = self.parser
+        req.method = parser.get_method()
+        req.version = parser.get_http_version()
+        req.keep_alive = parser.should_keep_alive()
+        req.started = self.loop.time()
+        self._inspect(req)
+        if req.expect_continue and self.current is None and not self.queue:
+            req.expect_continue = False
+            self.transport.write(CONTINUE)
+        self.deadline = req.started + self.plane.timeouts.client_body
+
+    def on_body(self, body: bytes) -> None:
+        req = self.reading
+        req.body_size += len(body)
+        if req.body_size > self.plane.max_body:
+            raise BodyTooLargeError(f"request body over {self.plane.max_body} bytes")
+        req.body.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self.reading
+        self.reading = None
+        self.deadline = 0.0
+        self.queue.append(req)
+        if self.current is None:
+            self._next()
+        elif len(self.queue) >= MAX_QUEUED and not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    # -- request side --------------------------------------------------------------
+
+    def _inspect(self, req: Request) -> None:
+        """One pass over the head: framing, Host, and what routing needs."""
+        if req.version not in ("1.1", "1.0"):
+            raise VersionNotSupportedError(f"HTTP/{req.version}")
+        if req.method == b"CONNECT":
+            raise MethodNotImplementedError("CONNECT")
+        plane = self.plane
+        cookies = []
+        hosts = 0
+        for name, value in req.headers:
+            lname = name.lower()
+            if lname == b"host":
+                hosts += 1
+                req.host = value
+            elif lname == b"cookie":
+                cookies.append(value)
+            elif lname == b"content-length":
+                req.framed = True
+                if not value.isdigit():
+                    raise BadRequestError("invalid Content-Length")
+                if int(value) > plane.max_body:
+                    raise BodyTooLargeError(f"Content-Length {int(value)} over {plane.max_body}")
+            elif lname == b"transfer-encoding":
+                req.framed = True
+            elif lname == b"connection":
+                req.connection = True
+            elif lname == b"expect":
+                if value.lower() != b"100-continue":
+                    raise BadRequestError("unsupported Expect")
+                req.expect_continue = req.version == "1.1"
+            elif lname == b"x-request-id":
+                req.request_id = value
+            elif lname == plane.tester_header:
+                req.override = value
+        if hosts > 1 or (hosts == 0 and req.version == "1.1"):
+            raise BadRequestError("exactly one Host header is required")
+        if cookies:
+            req.cookie = b"; ".join(cookies)
+
+    def _reject(self, err: ProxyError) -> None:
+        """Answer a malformed request in turn, then close; read nothing more."""
+        req = self.reading or Request()
+        self.reading = None
+        req.error = err
+        req.keep_alive = False
+        req.started = self.loop.time()
+        self.queue.append(req)
+        self.deadline = 0.0
+        if self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+        if self.current is None:
+            self._next()
+
+    def _next(self) -> None:
+        """Start the oldest queued request if none is being answered."""
+        while self.current is None and self.queue and self.transport is not None:
+            req = self.queue.popleft()
+            self.current = req
+            if req.error is not None:
+                self._answer_error(req.error)
+                return
+            self._forward(req)
+        if self.read_paused and len(self.queue) < MAX_QUEUED and self.transport is not None:
+            if self.current is None or self.current.error is None:
+                self.read_paused = False
+                self.transport.resume_reading()
+
+    def _forward(self, req: Request) -> None:
+        plane = self.plane
+        choice = plane.choose(req, self.peer)
+        if choice is None:
+            self._answer_error(NoHealthyPoolError("no healthy pool with weight"))
+            return
+        pool = plane.pools[choice.pool]
+        up = pool.pick()
+        if up is None:
+            self._answer_error(NoHealthyPoolError(f"pool {pool.name} has no healthy upstream"))
+            return
+        self.pool = pool
+        self.set_cookie = choice.set_cookie
+        req.payload = plane.upstream_request(req, self.peer, self.trusted)
+        self._dispatch(up, req)
+
+    def _dispatch(self, up: Upstream, req: Request) -> None:
+        req.tries += 1
+        self.upstream_addr = up.address
+        self.status = 0
+        self.sent_bytes = 0
+        self.chunked_out = False
+        up.dispatch(self, req.payload, req.method == b"HEAD")
+
+    # -- response side, called by the upstream connection --------------------------
+
+    def on_upstream_head(self, conn, status: int, reason: bytes, headers) -> None:
+        req = self.current
+        plane = self.plane
+        self.status = status
+        keep = req.keep_alive and not plane.draining
+        no_body = req.method == b"HEAD" or status in (204, 304)
+        sized = no_body or any(n.lower() == b"content-length" for n, _ in headers)
+        extra = []
+        if not sized:
+            if req.version == "1.1":
+                self.chunked_out = True
+                extra.append(b"Transfer-Encoding: chunked")
+            else:
+                keep = False  # an HTTP/1.0 client reads to the close
+        if self.set_cookie:
+            extra.append(plane.set_cookie_line(self.pool.name))
+        if not keep:
+            extra.append(b"Connection: close")
+        elif req.version == "1.0":
+            extra.append(b"Connection: keep-alive")
+        self.keep_alive = keep
+        drop = connection_tokens(headers) if any(n.lower() == b"connection" for n, _ in headers) else frozenset()
+        self.out.append(response_head(status, reason, headers, drop, extra, keep_length=sized))
+        if self.paused_writing:
+            conn.pause()
+
+    def on_upstream_body(self, data: bytes) -> None:
+        self.sent_bytes += len(data)
+        if self.chunked_out:
+            self.out += (b"%x\r\n" % len(data), data, b"\r\n")
+        else:
+            self.out.append(data)
+
+    def on_upstream_done(self) -> None:
+        if self.chunked_out:
+            self.out.append(b"0\r\n\r\n")
+        self.flush()
+        self._finish(self.status)
+
+    def on_upstream_error(self, up: Upstream, err: ProxyError, sent: bool,
+                          head_sent: bool = False, reused: bool = False,
+                          received: bool = False) -> None:
+        req = self.current
+        if req is None or self.transport is None:
+            return
+        if head_sent:
+            # Part of the response is out: a short body must not pass for a
+            # whole one, so the client connection is cut.
+            self.plane.log_event(err.event, upstream=str(up.address), detail=err.detail,
+                                 after_head=True)
+            self.out.clear()
+            self._log(self.status)
+            self.pool.count(None)
+            self.current = None
+            self.transport.abort()
+            return
+        if self._may_retry(req, err, sent, reused, received):
+            retry = self.pool.pick(exclude=up) or (up if up.healthy else None)
+            if retry is not None:
+                self.plane.log_event("upstream_retry", upstream=str(up.address),
+                                     to=str(retry.address), detail=err.detail)
+                self._dispatch(retry, req)
+                return
+        self._answer_error(err, upstream=up)
+
+    def _may_retry(self, req: Request, err: ProxyError, sent: bool, reused: bool,
+                   received: bool) -> bool:
+        """Retry only what cannot have reached the application twice."""
+        if req.tries >= self.plane.max_tries:
+            return False
+        if not sent:
+            return isinstance(err, UpstreamConnectError)
+        # A reused keep-alive connection the upstream had just closed: the
+        # request never reached a worker, but for a POST we cannot know that.
+        return reused and not received and req.method in IDEMPOTENT and \
+            isinstance(err, UpstreamResetError)
+
+    def _answer_error(self, err: ProxyError, upstream: Upstream | None = None) -> None:
+        req = self.current
+        keep = req.error is None and req.keep_alive and not self.plane.draining
+        self.plane.log_event(err.event, status=err.status, detail=err.detail,
+                             upstream=str(upstream.address) if upstream else None,
+                             peer=self.peer)
+        self.status = err.status
+        self.keep_alive = keep
+        self.out.append(error_response(err.status, close=not keep))
+        self.flush()
+        if self.pool is not None:
+            self.pool.count(None)
+        self._finish(err.status, counted=True)
+
+    def _finish(self, status: int, counted: bool = False) -> None:
+        req = self.current
+        if not counted and self.pool is not None:
+            self.pool.count(status)
+        self._log(status)
+        self.current = None
+        self.pool = None
+        self.upstream_addr = None
+        if not self.keep_alive:
+            self.transport.close()
+            return
+        reading = self.reading
+        if reading is not None and reading.expect_continue:
+            reading.expect_continue = False
+            self.transport.write(CONTINUE)
+        if reading is None and not self.queue:
+            self.deadline = self.loop.time() + self.plane.timeouts.client_idle
+        self._next()
+
+    def _log(self, status: int) -> None:
+        req = self.current
+        access = self.plane.access
+        if access is None or req is None:
+            return
+        access.record(req, status, self.pool.name if self.pool else None,
+                      self.upstream_addr, self.loop.time() - req.started, self.sent_bytes,
+                      self.peer)
+
+    # -- output and timers ---------------------------------------------------------
+
+    def flush(self) -> None:
+        out = self.out
+        if out and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def timed_out(self, now: float) -> None:
+        """Called by the sweep when `deadline` has passed."""
+        self.deadline = 0.0
+        if self.current is None and self.reading is None and not self.queue:
+            self.transport.close()  # idle keep-alive connection: nothing to say
+            return
+        if self.current is None:
+            self.plane.log_event("client_timeout", peer=self.peer)
+            self.transport.write(error_response(408))
+            self.transport.close()
+            return
+        # A request is being answered while the next one stalls mid-head:
+        # stop reading; the connection closes once the answer is out.
+        self.reading = None
+        self.keep_alive = False
+        self.current.keep_alive = False
+
+    def send_timed_out(self) -> None:
+        """The client stopped reading for longer than timeouts.client_send."""
+        self.send_deadline = 0.0
+        self.plane.log_event("client_send_timeout", peer=self.peer)
+        self.transport.abort()
+
+    def close_if_idle(self) -> bool:
+        if self.current is None and self.reading is None and not self.queue:
+            if self.transport is not None:
+                self.transport.close()
+            return True
+        return False

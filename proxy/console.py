@@ -1,0 +1,277 @@
+"""The operator's side of the admin socket: requests and human-readable output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+from . import config as config_module
+from .commands import CommandError, TesterCookie
+
+EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
+
+
+class Unreachable(Exception):
+    pass
+
+
+class AdminClient:
+    """HTTP over the admin Unix socket, one session per command."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AdminClient:
+        self.session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.path))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.session.close()
+
+    async def call(self, method: str, path: str, body: Any = None,
+                   if_match: int | None = None, timeout: float = 120) -> tuple[int, dict, str]:
+        headers = {} if if_match is None else {"If-Match": f'"{if_match}"'}
+        try:
+            async with self.session.request(
+                    method, f"http://switchyard{path}", json=body, headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                text = await resp.text()
+        except (aiohttp.ClientConnectionError, OSError, asyncio.TimeoutError) as exc:
+            raise Unreachable(f"{self.path}: {exc or exc.__class__.__name__}") from None
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError:
+            data = {}
+        return resp.status, data, text
+
+
+def run(args, socket_path: str) -> int:
+    return asyncio.run(_dispatch(args, socket_path))
+
+
+async def _dispatch(args, path: str) -> int:
+    async with AdminClient(path) as client:
+        handler = _HANDLERS[args.command]
+        return await handler(client, args)
+
+
+# -- commands ----------------------------------------------------------------------------
+
+async def _status(client: AdminClient, args) -> int:
+    status, data, text = await client.call("GET", "/status")
+    if status != 200:
+        return _refused(status, data, text)
+    print(json.dumps(data, indent=2) if _json(args) else render_status(data))
+    return EXIT_OK
+
+
+async def _weights(client: AdminClient, args) -> int:
+    from .cli import weights_body
+
+    return await _mutate(client, args, "PUT", "/weights", weights_body(args))
+
+
+async def _cutover(client: AdminClient, args) -> int:
+    from .cli import cutover_command
+
+    cmd = cutover_command(args)
+    code = await _mutate(client, args, "POST", "/cutover", cmd.to_json())
+    if code == EXIT_OK and cmd.steps and getattr(args, "wait", False):
+        return await follow_rollout(client, args)
+    return code
+
+
+async def _rollback(client: AdminClient, args) -> int:
+    return await _mutate(client, args, "POST", "/rollback", {})
+
+
+async def _drain(client: AdminClient, args) -> int:
+    code = await _mutate(client, args, "POST", "/drain", {"pool": args.pool}, quiet=args.wait)
+    if code == EXIT_OK and args.wait:
+        return await follow_drain(client, args.pool, as_json=_json(args))
+    return code
+
+
+async def _reload(client: AdminClient, args) -> int:
+    return await _mutate(client, args, "POST", "/reload", {})
+
+
+async def _tester_cookie(client: AdminClient, args) -> int:
+    try:
+        ttl = config_module.parse_duration(args.ttl)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    body = TesterCookie(args.pool, ttl).to_json()
+    status, data, text = await client.call("POST", "/tester-cookie", body)
+    if status != 200:
+        return _refused(status, data, text)
+    if _json(args):
+        print(json.dumps(data, indent=2))
+    else:
+        print(data["cookie"])
+        print(f"# reaches pool {data['pool']} until {time.ctime(data['expires'])}; e.g.\n"
+              f"# curl -H 'Cookie: {data['cookie']}' http://127.0.0.1:8080/", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _top(client: AdminClient, args) -> int:
+    from .top import run_top
+
+    return await run_top(client, args)
+
+
+async def _mutate(client: AdminClient, args, method: str, path: str, body: Any,
+                  quiet: bool = False) -> int:
+    status, data, text = await client.call(method, path, body, getattr(args, "if_match", None))
+    if status not in (200, 202):
+        return _refused(status, data, text, as_json=_json(args))
+    if _json(args):
+        print(json.dumps(data, indent=2))
+    elif not quiet:
+        print(render_status(data))
+    return EXIT_OK
+
+
+def _refused(status: int, data: dict, text: str, as_json: bool = False) -> int:
+    if as_json:
+        print(json.dumps(data or {"error": text}, indent=2))
+    message = data.get("error") if isinstance(data, dict) else None
+    print(f"switchyard: refused ({status}): {message or text.strip()}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def _json(args) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+# -- following a drain or a rollout ---------------------------------------------------------
+
+async def follow_drain(client: AdminClient, pool: str, as_json: bool = False,
+                       poll: float = 0.2) -> int:
+    """Print in-flight requests of `pool` as they fall; return when 0."""
+    tty = sys.stdout.isatty() and not as_json
+    last = None
+    peak = 0
+    while True:
+        status, data, text = await client.call("GET", "/status")
+        if status != 200:
+            return _refused(status, data, text)
+        inflight = data["pools"][pool]["inflight"]
+        peak = max(peak, inflight)
+        if inflight != last or tty:
+            _show_drain(pool, inflight, peak, tty)
+            last = inflight
+        if inflight == 0:
+            if tty:
+                print()
+            print(f"{pool} drained: no requests in flight")
+            return EXIT_OK
+        await asyncio.sleep(poll)
+
+
+def _show_drain(pool: str, inflight: int, peak: int, tty: bool) -> None:
+    if not tty:
+        print(f"{pool}: {inflight} in flight", flush=True)
+        return
+    width = 30
+    filled = 0 if peak == 0 else round(width * inflight / peak)
+    bar = "#" * filled + "." * (width - filled)
+    sys.stdout.write(f"\r{pool}: [{bar}] {inflight:>5} in flight ")
+    sys.stdout.flush()
+
+
+async def follow_rollout(client: AdminClient, args, poll: float = 1.0) -> int:
+    """Show a progressive rollout's steps; 0 when it completes, 1 when it rolled back."""
+    last = None
+    while True:
+        status, data, text = await client.call("GET", "/status")
+        if status != 200:
+            return _refused(status, data, text)
+        rollout = data.get("rollout")
+        line = _rollout_line(rollout, data)
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if rollout is None or rollout.get("state") in ("completed", "rolled_back", "cancelled"):
+            state = (rollout or {}).get("state", "completed")
+            return EXIT_OK if state == "completed" else EXIT_REFUSED
+        await asyncio.sleep(poll)
+
+
+def _rollout_line(rollout: dict | None, status: dict) -> str:
+    if rollout is None:
+        return f"no rollout; weights {_weights_text(status['weights'])}"
+    state = rollout.get("state")
+    if state == "rolled_back":
+        return f"rolled back: {rollout.get('reason')}"
+    step = rollout.get("step_index", 0) + 1
+    steps = rollout.get("steps", [])
+    window = rollout.get("window") or {}
+    return (f"{state}: step {step}/{len(steps)} ({rollout.get('percent')}% to "
+            f"{rollout.get('to')}), {window.get('requests', 0)} requests, "
+            f"error rate {window.get('error_rate', 0):.2%}, next in "
+            f"{rollout.get('next_step_in', 0):.0f}s")
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+def _weights_text(weights: dict) -> str:
+    return " ".join(f"{p}={w}" for p, w in weights.items())
+
+
+def render_status(data: dict) -> str:
+    """`switchyard status` as a table a person can read at a glance."""
+    lines = [f"generation {data['generation']}   weights {_weights_text(data['weights'])}   "
+             f"previous {data.get('previous') or '-'}"]
+    if data.get("draining"):
+        lines.append("proxy is shutting down (draining)")
+    rows = [("POOL", "WEIGHT", "HEALTH", "IN-FLIGHT", "REQUESTS", "ERRORS", "ERROR RATE")]
+    for name, pool in data["pools"].items():
+        rate = pool["errors"] / pool["requests"] if pool["requests"] else 0.0
+        rows.append((name, str(pool["weight"]), "healthy" if pool["healthy"] else "UNHEALTHY",
+                     str(pool["inflight"]), str(pool["requests"]), str(pool["errors"]),
+                     f"{rate:.2%}"))
+    lines += _table(rows)
+    lines.append("")
+    rows = [("POOL", "UPSTREAM", "STATE", "IN-FLIGHT")]
+    for name, pool in data["pools"].items():
+        for up in pool["upstreams"]:
+            rows.append((name, up["address"], "up" if up["healthy"] else "DOWN",
+                         str(up["inflight"])))
+    lines += _table(rows)
+    if data.get("grace"):
+        lines.append("")
+        lines.append("grace: " + ", ".join(f"{p} honours cookies for {s}s more"
+                                           for p, s in data["grace"].items()))
+    if data.get("rollout"):
+        lines.append("")
+        lines.append("rollout: " + _rollout_line(data["rollout"], data))
+    return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for row in rows:
+        cells = [c.ljust(w) if i == 0 or not c[:1].isdigit() else c.rjust(w)
+                 for i, (c, w) in enumerate(zip(row, widths))]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+_HANDLERS = {
+    "status": _status,
+    "weights": _weights,
+    "cutover": _cutover,
+    "rollback": _rollback,
+    "drain": _drain,
+    "reload": _reload,
+    "top": _top,
+    "tester-cookie": _tester_cookie,
+}

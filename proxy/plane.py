@@ -1,0 +1,244 @@
+"""The data plane's shared context: pools, the routing table, and timers.
+
+Client and upstream connections hold a reference to one `DataPlane`; the
+control plane changes routing by swapping `table` (one attribute store, so a
+weight change applies to the very next request) and health by flipping
+upstream flags and calling `refresh_health`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import random
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from .client import ClientConnection
+from .headers import FORWARDING, connection_tokens, request_head
+from .pool import Pool
+from .router import Choice, RoutingTable, choose_pool
+from .sticky import Signer, find_cookie
+from .upstream import Upstream
+
+if TYPE_CHECKING:
+    from .accesslog import AccessLog
+    from .config import Config
+
+# Connect failures and stale keep-alive connections are retried this often.
+MAX_TRIES = 3
+
+
+class DataPlane:
+    __slots__ = (
+        "loop", "config", "timeouts", "pools", "table", "healthy", "signer", "access",
+        "log", "clients", "busy_upstreams", "draining", "max_body", "max_header",
+        "max_connections", "max_tries", "upstream_response_timeout", "cookie_name",
+        "tester_cookie", "tester_header", "_tester_nets", "_trusted_nets", "_cookie_lines",
+        "_drop", "_drop_trusted", "_ids", "_id_prefix", "_random", "on_health_change",
+        "on_passive_failure",
+    )
+
+    def __init__(self, loop, config: Config, table: RoutingTable, signer: Signer,
+                 log, access: AccessLog | None) -> None:
+        self.loop = loop
+        self.signer = signer
+        self.log = log
+        self.access = access
+        self.clients: set[ClientConnection] = set()
+        self.busy_upstreams: set = set()
+        self.draining = False
+        self.max_tries = MAX_TRIES
+        self.pools: dict[str, Pool] = {}
+        self.healthy: frozenset[str] = frozenset()
+        self._random = random.random
+        self._id_prefix = os.urandom(4).hex().encode()
+        self._ids = itertools.count(1)
+        self.on_health_change = None  # control plane: a pool's health changed
+        self.on_passive_failure = None  # health checker: an upstream refused connects
+        self.apply_config(config)
+        self.set_table(table)
+
+    # -- configuration -------------------------------------------------------------
+
+    def apply_config(self, config: Config) -> None:
+        """Take a (re)loaded config; upstreams that stay keep their connections."""
+        self.config = config
+        self.timeouts = config.timeouts
+        self.max_body = config.limits.max_body
+        self.max_header = config.limits.max_header
+        self.max_connections = config.limits.max_connections
+        self.upstream_response_timeout = config.timeouts.upstream_response
+        self.cookie_name = config.sticky.cookie.encode()
+        self.tester_cookie = self.cookie_name + b"_tester"
+        self.tester_header = config.tester.header.lower().encode()
+        self._tester_nets = [ipaddress.ip_network(n, strict=False) for n in config.tester.trusted]
+        self._trusted_nets = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
+        base = {b"expect", b"x-request-id", self.tester_header}
+        self._drop_trusted = frozenset(base)
+        self._drop = frozenset(base | FORWARDING)
+        self.pools = {name: self._pool(pc) for name, pc in config.pools.items()}
+        self.refresh_health()
+
+    def _pool(self, pc) -> Pool:
+        old = self.pools.get(pc.name)
+        known = {str(u.address): u for u in old.upstreams} if old else {}
+        ups = []
+        for addr in pc.upstreams:
+            up = known.pop(str(addr), None) or Upstream(
+                addr, pc.name, self.loop, self.config.timeouts.upstream_connect,
+                self.config.timeouts.upstream_idle, self.config.health.eject_after)
+            up.on_change = self._upstream_changed
+            ups.append(up)
+        for gone in known.values():
+            gone.close_idle()  # in-flight requests on them finish on their own
+        pool = Pool(pc.name, ups, pc.balance)
+        if old is not None:
+            pool.requests, pool.errors, pool.by_class = old.requests, old.errors, old.by_class
+        return pool
+
+    def set_table(self, table: RoutingTable) -> None:
+        self.table = table
+        self._cookie_lines = {
+            pool: self._cookie_line(pool, table.epoch(pool)) for pool in table.weights
+        }
+
+    def _cookie_line(self, pool: str, epoch: int) -> bytes:
+        value = self.signer.sticky(pool, epoch)
+        max_age = int(self.config.sticky.max_age)
+        return (b"Set-Cookie: %s=%s; Max-Age=%d; Path=/; HttpOnly; SameSite=Lax"
+                % (self.cookie_name, value, max_age))
+
+    # -- health --------------------------------------------------------------------
+
+    def refresh_health(self) -> None:
+        self.healthy = frozenset(name for name, pool in self.pools.items() if pool.healthy)
+
+    def _upstream_changed(self, upstream: Upstream, cause: str) -> None:
+        if self.on_passive_failure is not None:
+            self.on_passive_failure(upstream, cause)
+        else:
+            self.refresh_health()
+
+    # -- per request ---------------------------------------------------------------
+
+    def choose(self, req, peer: str) -> Choice | None:
+        sticky = override = None
+        if req.cookie is not None:
+            value = find_cookie(req.cookie, self.cookie_name)
+            if value is not None:
+                sticky = self.signer.verify_sticky(value)
+            tester = find_cookie(req.cookie, self.tester_cookie)
+            if tester is not None:
+                override = self.signer.verify_tester(tester)
+        if req.override is not None and self._is_tester(peer):
+            override = req.override.decode("latin-1")
+        return choose_pool(self.table, self.healthy, sticky, override, self._random(),
+                           self.loop.time())
+
+    def set_cookie_line(self, pool: str) -> bytes:
+        return self._cookie_lines[pool]
+
+    def upstream_request(self, req, peer: str, trusted: bool) -> bytes:
+        """The bytes sent upstream: a regenerated head and the buffered body."""
+        drop = self._drop_trusted if trusted else self._drop
+        if req.connection:
+            drop = drop | connection_tokens(req.headers)
+        extra = self._forwarding(req, peer, trusted)
+        if req.body_size or req.framed:
+            extra.append(b"Content-Length: %d" % req.body_size)
+        head = request_head(req.method, req.target, req.headers, drop, extra)
+        if req.body:
+            return head + b"".join(req.body)
+        return head
+
+    def _forwarding(self, req, peer: str, trusted: bool) -> list[bytes]:
+        rid = req.request_id
+        if rid is None or len(rid) > 200:
+            rid = req.request_id = b"%s-%x" % (self._id_prefix, next(self._ids))
+        xff = peer.encode()
+        if trusted:
+            prior = [v for n, v in req.headers if n.lower() == b"x-forwarded-for"]
+            if prior:
+                xff = b", ".join(prior) + b", " + xff
+        lines = [b"X-Forwarded-For: " + xff, b"X-Request-Id: " + rid]
+        if not trusted:
+            lines.append(b"X-Forwarded-Proto: http")
+            if req.host is not None:
+                lines.append(b"X-Forwarded-Host: " + req.host)
+        return lines
+
+    def is_trusted_proxy(self, peer: str) -> bool:
+        return self._in(peer, self._trusted_nets)
+
+    def _is_tester(self, peer: str) -> bool:
+        return self._in(peer, self._tester_nets)
+
+    @staticmethod
+    def _in(peer: str, nets) -> bool:
+        if not nets:
+            return False
+        try:
+            addr = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(addr in net for net in nets)
+
+    def log_event(self, event: str, **fields) -> None:
+        self.log.warning(event, **{k: v for k, v in fields.items() if v is not None})
+
+    # -- timers and shutdown -------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Enforce deadlines; run a few times a second instead of a timer per request."""
+        now = self.loop.time()
+        for client in [c for c in self.clients if c.deadline and c.deadline < now]:
+            if client.transport is not None:
+                client.timed_out(now)
+        for client in [c for c in self.clients if c.send_deadline and c.send_deadline < now]:
+            if client.transport is not None:
+                client.send_timed_out()
+        for conn in [u for u in self.busy_upstreams if u.deadline and u.deadline < now]:
+            conn.timed_out()
+        idle_limit = self.timeouts.upstream_idle
+        for pool in self.pools.values():
+            for up in pool.upstreams:
+                up.close_idle(older_than=idle_limit)
+
+    def status(self) -> dict:
+        """What `GET /status` shows about pools (the control plane adds the rest)."""
+        table = self.table
+        pools = {}
+        for name, pool in self.pools.items():
+            pools[name] = {
+                "healthy": pool.healthy,
+                "weight": table.weights.get(name, 0),
+                "inflight": pool.inflight,
+                "requests": pool.requests,
+                "errors": pool.errors,
+                "upstreams": [
+                    {"address": str(u.address), "healthy": u.healthy, "inflight": u.inflight}
+                    for u in pool.upstreams
+                ],
+            }
+        return pools
+
+    def inflight(self) -> int:
+        return sum(1 for c in self.clients if c.current is not None)
+
+    def close_idle_clients(self) -> int:
+        """Close keep-alive connections that wait for a request; return how many stay busy."""
+        return sum(1 for c in list(self.clients) if not c.close_if_idle())
+
+
+def table_from(weights: dict[str, int], generation: int = 0, previous: str | None = None,
+               epochs: dict[str, int] | None = None,
+               grace_until: dict[str, float] | None = None) -> RoutingTable:
+    return RoutingTable(
+        generation=generation,
+        weights=MappingProxyType(dict(weights)),
+        previous=previous,
+        epochs=MappingProxyType(dict(epochs or {})),
+        grace_until=MappingProxyType(dict(grace_until or {})),
+    )

@@ -1,0 +1,61 @@
+"""A pool: the upstreams of one release (blue or green) and how to pick one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .upstream import Upstream
+
+
+class Pool:
+    """Upstreams of one color; counters that `status` and metrics show."""
+
+    __slots__ = ("name", "upstreams", "balance", "_next", "requests", "errors", "by_class")
+
+    def __init__(self, name: str, upstreams: list[Upstream], balance: str = "least_inflight") -> None:
+        self.name = name
+        self.upstreams = upstreams
+        self.balance = balance
+        self._next = 0
+        self.requests = 0
+        self.errors = 0
+        # Responses by status class ("2xx", ...) and proxy failures ("error").
+        self.by_class: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        ups = ", ".join(repr(u) for u in self.upstreams)
+        return f"<Pool {self.name} requests={self.requests} errors={self.errors} [{ups}]>"
+
+    @property
+    def healthy(self) -> bool:
+        return any(u.healthy for u in self.upstreams)
+
+    @property
+    def inflight(self) -> int:
+        return sum(u.inflight for u in self.upstreams)
+
+    def pick(self, exclude: Upstream | None = None) -> Upstream | None:
+        """A healthy upstream, by least in-flight (ties rotate) or round robin."""
+        ups = self.upstreams
+        n = len(ups)
+        start = self._next
+        self._next = (start + 1) % n
+        best = None
+        for i in range(n):
+            up = ups[(start + i) % n]
+            if not up.healthy or up is exclude:
+                continue
+            if self.balance == "round_robin":
+                return up
+            if best is None or up.inflight < best.inflight:
+                best = up
+        return best
+
+    def count(self, status: int | None) -> None:
+        """Record one finished request: its status, or None for a proxy failure."""
+        self.requests += 1
+        if status is None or status >= 500:
+            self.errors += 1
+        key = "error" if status is None else f"{status // 100}xx"
+        self.by_class[key] = self.by_class.get(key, 0) + 1

@@ -1,0 +1,229 @@
+"""The proxy's lifecycle, in order.
+
+Start: restore state, check every upstream once, open the admin socket,
+listen (sockets from systemd first), notify READY.  Serve until SIGTERM or
+SIGINT; SIGHUP reloads the config.  Stop: stop accepting, notify STOPPING,
+let in-flight requests finish within `timeouts.drain` while idle keep-alive
+connections are closed, persist, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+
+import structlog
+
+from . import config as config_module
+from . import state as state_module
+from .accesslog import AccessLog
+from .admin import AdminServer
+from .client import ClientConnection
+from .control import Controller
+from .health import HealthChecker
+from .plane import DataPlane, table_from
+from .sticky import Signer, load_or_create_secret
+from .systemd import Notifier, listen_fds
+
+SWEEP_INTERVAL = 0.25
+ACCESS_FLUSH_INTERVAL = 0.2
+
+
+class Server:
+    def __init__(self, config: config_module.Config, access_stream=None) -> None:
+        self.config = config
+        self.log = structlog.get_logger("switchyard")
+        self.notifier = Notifier.from_environment()
+        self.stopping = asyncio.Event()
+        self.listeners: list[asyncio.AbstractServer] = []
+        self.access = AccessLog(config.log.format, access_stream) if config.log.access else None
+        self.plane: DataPlane | None = None
+        self.controller: Controller | None = None
+        self.health: HealthChecker | None = None
+        self.admin: AdminServer | None = None
+        self._timers: list[asyncio.Task] = []
+
+    # -- start ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        await self.start()
+        try:
+            await self.stopping.wait()
+        finally:
+            await self.shutdown()
+        return 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        _ensure_dir(os.path.dirname(os.path.abspath(cfg.state_file)))
+        signer = Signer(load_or_create_secret(cfg.secret_file))
+        self.plane = DataPlane(loop, cfg, table_from(cfg.weights), signer, self.log, self.access)
+        self.controller = Controller(self.plane, cfg.state_file, self.log)
+        self._restore()
+        self.health = HealthChecker(self.plane, self.log)
+        self.plane.on_passive_failure = self.health.passive_failure
+        self.health.sync()
+        await self.health.check_all_once()
+        self.admin = AdminServer(self.controller, cfg, self.log, self.reload)
+        await self.admin.start()
+        await self._listen(loop)
+        self._install_signals(loop)
+        self._timers = [loop.create_task(self._every(SWEEP_INTERVAL, self.plane.sweep))]
+        if self.access is not None:
+            self._timers.append(loop.create_task(self._every(ACCESS_FLUSH_INTERVAL,
+                                                             self.access.flush)))
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            self._timers.append(loop.create_task(self._every(interval, self.notifier.watchdog)))
+        self.notifier.ready(f"serving, generation {self.plane.table.generation}")
+        self.log.info("server_started", listen=[_sockname(s) for s in self.listeners],
+                      admin=cfg.admin.socket, generation=self.plane.table.generation,
+                      weights=dict(self.plane.table.weights), pid=os.getpid())
+
+    def _restore(self) -> None:
+        cfg = self.config
+        saved, why = state_module.load(cfg.state_file, list(cfg.pools))
+        if why is not None:
+            self.log.warning("state_not_restored", reason=why)
+        if saved is not None:
+            self.controller.restore(saved)
+            self.log.info("state_restored", generation=saved.generation, weights=saved.weights)
+        else:
+            self.controller.persist()
+
+    async def _listen(self, loop) -> None:
+        factory = lambda: ClientConnection(self.plane)  # noqa: E731
+        inherited = listen_fds()
+        if inherited:
+            for sock in inherited:
+                self.listeners.append(await loop.create_server(factory, sock=sock, backlog=4096))
+            return
+        for addr in self.config.listen:
+            if addr.kind == "unix":
+                sock = _bind_unix(addr.path)
+                self.listeners.append(await loop.create_unix_server(factory, sock=sock,
+                                                                    backlog=4096))
+            else:
+                self.listeners.append(await loop.create_server(
+                    factory, addr.host, addr.port, reuse_address=True, backlog=4096))
+
+    def _install_signals(self, loop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+
+    @staticmethod
+    async def _every(interval: float, action) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            action()
+
+    # -- reload --------------------------------------------------------------------
+
+    async def reload(self) -> dict:
+        """Re-read the config file; an invalid one is reported and changes nothing."""
+        self.notifier.reloading()
+        try:
+            new = config_module.load(self.config.source)
+            self._check_reloadable(new)
+        except config_module.ConfigError as exc:
+            self.log.error("reload_failed", errors=str(exc).splitlines())
+            self.notifier.ready("reload failed; previous config in force")
+            return {"error": f"invalid config, nothing changed:\n{exc}"}
+        old = self.config
+        self.config = new
+        self.plane.apply_config(new)
+        self._fit_table(new)
+        self.health.sync()
+        self.log.info("config_reloaded", source=new.source, pools=list(new.pools))
+        if new.listen != old.listen or new.admin != old.admin:
+            self.log.warning("reload_needs_restart", reason="listen or admin settings changed")
+        self.notifier.ready("reloaded")
+        return {"reloaded": True}
+
+    def _check_reloadable(self, new) -> None:
+        weights = {p: w for p, w in self.plane.table.weights.items() if p in new.pools}
+        if not any(weights.values()):
+            raise config_module.ConfigError(
+                [config_module.Problem("pools", None,
+                                       "the reload removes every pool that has weight")],
+                new.source)
+
+    def _fit_table(self, new) -> None:
+        """Drop removed pools from the routing table and add new ones at weight 0."""
+        table = self.plane.table
+        if set(table.weights) == set(new.pools):
+            return
+        weights = {p: table.weights.get(p, 0) for p in new.pools}
+        self.plane.set_table(table_from(weights, table.generation + 1, table.previous
+                                        if table.previous in new.pools else None,
+                                        {p: e for p, e in table.epochs.items() if p in new.pools}))
+        self.controller.persist()
+
+    # -- stop ----------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        plane = self.plane
+        self.log.info("server_stopping", inflight=plane.inflight() if plane else 0)
+        self.notifier.stopping()
+        for listener in self.listeners:
+            listener.close()
+        if plane is not None:
+            plane.draining = True
+            await self._drain(plane)
+        for task in self._timers:
+            task.cancel()
+        if self.health is not None:
+            await self.health.close()
+        if self.admin is not None:
+            await self.admin.close()
+        if self.controller is not None:
+            try:
+                self.controller.persist()
+            except state_module.StateError as exc:
+                self.log.error("state_save_failed", detail=str(exc))
+        if self.access is not None:
+            self.access.flush()
+        self.log.info("server_stopped")
+
+    async def _drain(self, plane: DataPlane) -> None:
+        """Finish in-flight requests within timeouts.drain; close idle connections."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeouts.drain
+        while plane.close_idle_clients() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for client in list(plane.clients):
+            if client.transport is not None:
+                client.transport.abort()
+        for pool in plane.pools.values():
+            for up in pool.upstreams:
+                up.close_idle()
+
+
+def _ensure_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def _bind_unix(path: str) -> socket.socket:
+    if os.path.exists(path):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    return sock
+
+
+def _sockname(server) -> list[str]:
+    names = []
+    for sock in server.sockets or ():
+        name = sock.getsockname()
+        names.append(f"{name[0]}:{name[1]}" if isinstance(name, tuple) else f"unix:{name}")
+    return names
+
+
+def serve(config: config_module.Config) -> int:
+    import uvloop
+
+    return uvloop.run(Server(config).run())
