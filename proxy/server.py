@@ -79,7 +79,7 @@ class Server:
         if interval:
             self._timers.append(loop.create_task(self._every(interval, self.notifier.watchdog)))
         self.notifier.ready(f"serving, generation {self.plane.table.generation}")
-        self.log.info("server_started", listen=[_sockname(s) for s in self.listeners],
+        self.log.info("server_started", listen=[n for s in self.listeners for n in _sockname(s)],
                       admin=cfg.admin.socket, generation=self.plane.table.generation,
                       weights=dict(self.plane.table.weights), pid=os.getpid())
 
