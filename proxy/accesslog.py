@@ -8,8 +8,10 @@ request would cost the data plane more than the rest of the request.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from typing import TextIO
 
 import structlog
@@ -68,36 +70,58 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     )
 
 
+_escape = json.encoder.encode_basestring  # a JSON string literal, quotes included
+_FIELDS = ("timestamp", "method", "path", "status", "pool", "upstream", "duration_ms",
+           "bytes", "request_id", "client")
+_LINE = ('{"event":"request","timestamp":%.3f,"method":"%s","path":%s,"status":%d,"pool":%s,'
+         '"upstream":%s,"duration_ms":%.3f,"bytes":%d,"request_id":%s,"client":"%s"}')
+
+
+def _render_access(_logger, _name, event: dict) -> str:
+    """The access line as JSON, formatted directly.
+
+    structlog's TimeStamper and JSONRenderer cost ~8 us a line, as much as
+    the rest of the request; the fields here are fixed and mostly ours, so
+    only the client-supplied ones (path, request id) and names need escaping.
+    """
+    ts, method, path, status, pool, upstream, duration, sent, rid, client = event["line"]
+    return _LINE % (ts, method, _escape(path), status, _json_or_null(pool),
+                    _json_or_null(upstream), duration, sent, _escape(rid), client)
+
+
+def _json_or_null(value: str | None) -> str:
+    return "null" if value is None else _escape(value)
+
+
+def _expand(_logger, _name, event: dict) -> dict:
+    """For the console renderer: the line tuple as named fields."""
+    event.update(zip(_FIELDS, event.pop("line")))
+    return event
+
+
 class AccessLog:
     """One canonical line per request, through structlog, written in batches."""
 
     def __init__(self, fmt: str = "auto", stream: TextIO | None = None) -> None:
         stream = stream or sys.stdout
         self.sink = BufferedLogger(stream)
-        # Only what an access line needs: no contextvars or exception hooks.
+        console = fmt == "console" or (fmt == "auto" and stream.isatty())
+        processors = [_expand, structlog.dev.ConsoleRenderer(colors=stream.isatty())] \
+            if console else [_render_access]
+        # bind() once: the lazy proxy wrap_logger returns would rebuild the
+        # bound logger on every call.
         self._log = structlog.wrap_logger(
-            self.sink,
-            processors=[
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-                _renderer(fmt, stream),
-            ],
+            self.sink, processors=processors,
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        )
+        ).bind()
 
-    def record(self, req, status: int, pool: str | None, upstream, duration: float,
-               sent: int, peer: str) -> None:
-        self._log.info(
-            "request",
-            method=req.method.decode("latin-1"),
-            path=req.target.decode("latin-1"),
-            status=status,
-            pool=pool,
-            upstream=None if upstream is None else str(upstream),
-            duration_ms=round(duration * 1000, 3),
-            bytes=sent,
-            request_id=None if req.request_id is None else req.request_id.decode("latin-1"),
-            client=peer,
-        )
+    def record(self, req, status: int, pool: str | None, upstream: str | None,
+               duration: float, sent: int, peer: str) -> None:
+        # One tuple instead of keyword fields: half the cost through structlog.
+        self._log.info("request", line=(
+            time.time(), req.method.decode("latin-1"), req.target.decode("latin-1"), status,
+            pool, upstream, duration * 1000, sent, (req.request_id or b"").decode("latin-1"),
+            peer))
 
     def flush(self) -> None:
         self.sink.flush()

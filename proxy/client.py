@@ -17,18 +17,20 @@ import httptools
 
 from .errors import (
     BadRequestError,
-    BodyTooLargeError,
     HeaderTooLargeError,
-    MethodNotImplementedError,
     NoHealthyPoolError,
     ProxyError,
     TargetTooLongError,
     UpstreamConnectError,
+    UpstreamProtocolError,
     UpstreamResetError,
     VersionNotSupportedError,
     error_response,
 )
-from .headers import connection_tokens, response_head
+from .headers import response_fields, status_line
+from .http11 import strict_request_parser
+from .request import Request
+from .tunnel import Tunnel
 
 if TYPE_CHECKING:
     from .plane import DataPlane
@@ -44,36 +46,6 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 WRITE_HIGH_WATER = 64 * 1024
 
 
-class Request:
-    """One parsed request, head and buffered body."""
-
-    __slots__ = (
-        "method", "target", "version", "headers", "keep_alive", "body", "body_size",
-        "expect_continue", "error", "host", "cookie", "override", "request_id",
-        "connection", "framed", "payload", "started", "tries",
-    )
-
-    def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.keep_alive = True
-        self.body: list[bytes] = []
-        self.body_size = 0
-        self.expect_continue = False
-        self.error: ProxyError | None = None
-        self.host: bytes | None = None
-        self.cookie: bytes | None = None
-        self.override: bytes | None = None
-        self.request_id: bytes | None = None
-        self.connection = False  # a Connection header is present
-        self.framed = False  # the client sent Content-Length or Transfer-Encoding
-        self.payload = b""
-        self.started = 0.0
-        self.tries = 0
-
-
 class ClientConnection(asyncio.Protocol):
     """One client connection: parse, route, forward, stream back, in order."""
 
@@ -81,14 +53,14 @@ class ClientConnection(asyncio.Protocol):
         "plane", "loop", "transport", "parser", "peer", "trusted", "queue", "reading",
         "current", "upstream", "connecting", "out", "paused_writing", "read_paused",
         "deadline", "send_deadline", "head_size", "pool", "upstream_addr", "set_cookie",
-        "keep_alive", "chunked_out", "status", "sent_bytes",
+        "keep_alive", "chunked_out", "status", "sent_bytes", "early",
     )
 
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
         self.loop = plane.loop
         self.transport = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = strict_request_parser(self)
         self.peer = "unix"
         self.trusted = False
         self.queue: deque[Request] = deque()
@@ -109,6 +81,9 @@ class ClientConnection(asyncio.Protocol):
         self.chunked_out = False
         self.status = 0
         self.sent_bytes = 0
+        # Bytes that followed a WebSocket handshake, held until the upstream
+        # accepts it (None: not waiting for an upgrade).
+        self.early: bytearray | None = None
 
     def __repr__(self) -> str:
         state = "busy" if self.current is not None else "idle"
@@ -133,15 +108,41 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = self.loop.time() + plane.timeouts.client_header
 
     def data_received(self, data: bytes) -> None:
+        if self.early is not None:
+            self._hold_early(data)
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reject(MethodNotImplementedError("protocol upgrade is not supported"))
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_requested(data[exc.args[0]:])
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._reject(cause if isinstance(cause, ProxyError) else BadRequestError(repr(cause)))
         except httptools.HttpParserError as exc:
-            self._reject(BadRequestError(str(exc)))
+            message = str(exc)
+            if "version" in message.lower():
+                self._reject(VersionNotSupportedError(message))
+            else:
+                self._reject(BadRequestError(message))
+
+    def _upgrade_requested(self, rest: bytes) -> None:
+        """llhttp stopped after a request with Upgrade; what now depends on the kind."""
+        last = self.queue[-1] if self.queue else self.current
+        if last is not None and last.upgrade:
+            # Nothing more is HTTP until the upstream answers the handshake.
+            self.early = bytearray()
+            self._hold_early(rest)
+            return
+        # Any other upgrade (h2c, ...) is declined: the request was forwarded
+        # without it, and what follows is the next HTTP/1.1 request.
+        self.parser = strict_request_parser(self)
+        if rest:
+            self.data_received(rest)
+
+    def _hold_early(self, data: bytes) -> None:
+        self.early += data
+        if len(self.early) > 65536:
+            self.transport.pause_reading()
 
     def pause_writing(self) -> None:
         # Stop reading the upstream while the client's buffer is full, or a slow
@@ -160,6 +161,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.transport = None
         self.plane.clients.discard(self)
+        for req in (self.reading, self.current, *self.queue):
+            if req is not None:
+                req.close()
         if self.connecting is not None:
             self.connecting.cancel()
         if self.upstream is not None:
@@ -196,18 +200,15 @@ class ClientConnection(asyncio.Protocol):
         req.version = parser.get_http_version()
         req.keep_alive = parser.should_keep_alive()
         req.started = self.loop.time()
-        self._inspect(req)
+        req.inspect(self.plane, self.plane.drop_set(self.trusted))
         if req.expect_continue and self.current is None and not self.queue:
             req.expect_continue = False
             self.transport.write(CONTINUE)
         self.deadline = req.started + self.plane.timeouts.client_body
 
     def on_body(self, body: bytes) -> None:
-        req = self.reading
-        req.body_size += len(body)
-        if req.body_size > self.plane.max_body:
-            raise BodyTooLargeError(f"request body over {self.plane.max_body} bytes")
-        req.body.append(body)
+        plane = self.plane
+        self.reading.add_body(body, plane.max_body, plane.body_memory)
 
     def on_message_complete(self) -> None:
         req = self.reading
@@ -221,45 +222,6 @@ class ClientConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     # -- request side --------------------------------------------------------------
-
-    def _inspect(self, req: Request) -> None:
-        """One pass over the head: framing, Host, and what routing needs."""
-        if req.version not in ("1.1", "1.0"):
-            raise VersionNotSupportedError(f"HTTP/{req.version}")
-        if req.method == b"CONNECT":
-            raise MethodNotImplementedError("CONNECT")
-        plane = self.plane
-        cookies = []
-        hosts = 0
-        for name, value in req.headers:
-            lname = name.lower()
-            if lname == b"host":
-                hosts += 1
-                req.host = value
-            elif lname == b"cookie":
-                cookies.append(value)
-            elif lname == b"content-length":
-                req.framed = True
-                if not value.isdigit():
-                    raise BadRequestError("invalid Content-Length")
-                if int(value) > plane.max_body:
-                    raise BodyTooLargeError(f"Content-Length {int(value)} over {plane.max_body}")
-            elif lname == b"transfer-encoding":
-                req.framed = True
-            elif lname == b"connection":
-                req.connection = True
-            elif lname == b"expect":
-                if value.lower() != b"100-continue":
-                    raise BadRequestError("unsupported Expect")
-                req.expect_continue = req.version == "1.1"
-            elif lname == b"x-request-id":
-                req.request_id = value
-            elif lname == plane.tester_header:
-                req.override = value
-        if hosts > 1 or (hosts == 0 and req.version == "1.1"):
-            raise BadRequestError("exactly one Host header is required")
-        if cookies:
-            req.cookie = b"; ".join(cookies)
 
     def _reject(self, err: ProxyError) -> None:
         """Answer a malformed request in turn, then close; read nothing more."""
@@ -308,39 +270,62 @@ class ClientConnection(asyncio.Protocol):
 
     def _dispatch(self, up: Upstream, req: Request) -> None:
         req.tries += 1
-        self.upstream_addr = up.address
+        self.upstream_addr = up.label
         self.status = 0
         self.sent_bytes = 0
         self.chunked_out = False
-        up.dispatch(self, req.payload, req.method == b"HEAD")
+        up.dispatch(self, req.payload, req.method == b"HEAD", req.body_file)
 
     # -- response side, called by the upstream connection --------------------------
 
-    def on_upstream_head(self, conn, status: int, reason: bytes, headers) -> None:
+    def on_upstream_head(self, conn, status: int, reason: bytes, fields: list[bytes],
+                         sized: bool) -> None:
+        """The response head: `fields` are the upstream's lines we pass on, `sized`
+        is true when it has a Content-Length or can have no body."""
         req = self.current
         plane = self.plane
         self.status = status
-        keep = req.keep_alive and not plane.draining
-        no_body = req.method == b"HEAD" or status in (204, 304)
-        sized = no_body or any(n.lower() == b"content-length" for n, _ in headers)
+        # A refused WebSocket handshake ends the connection: llhttp stopped
+        # parsing at the Upgrade and what follows cannot be trusted as HTTP.
+        keep = req.keep_alive and not plane.draining and not req.upgrade
         extra = []
         if not sized:
             if req.version == "1.1":
                 self.chunked_out = True
-                extra.append(b"Transfer-Encoding: chunked")
+                extra.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 keep = False  # an HTTP/1.0 client reads to the close
         if self.set_cookie:
             extra.append(plane.set_cookie_line(self.pool.name))
         if not keep:
-            extra.append(b"Connection: close")
+            extra.append(b"Connection: close\r\n")
         elif req.version == "1.0":
-            extra.append(b"Connection: keep-alive")
+            extra.append(b"Connection: keep-alive\r\n")
         self.keep_alive = keep
-        drop = connection_tokens(headers) if any(n.lower() == b"connection" for n, _ in headers) else frozenset()
-        self.out.append(response_head(status, reason, headers, drop, extra, keep_length=sized))
+        self.out += (status_line(status, reason), *fields, *extra, b"\r\n")
         if self.paused_writing:
             conn.pause()
+
+    def on_upstream_upgraded(self, conn, reason: bytes, headers, rest: bytes) -> None:
+        """The upstream accepted a WebSocket handshake: answer 101, then pipe bytes."""
+        req = self.current
+        if req is None or not req.upgrade:
+            conn.abandon()
+            self.on_upstream_error(conn.upstream, UpstreamProtocolError("unsolicited 101"),
+                                   sent=True)
+            return
+        self.transport.write(b"".join((
+            status_line(101, reason), *response_fields(headers),
+            b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n")))
+        conn.hand_over()
+        early = bytes(self.early or b"")
+        tunnel = Tunnel(self.plane, self.transport, conn.transport, conn.upstream, self.pool,
+                        req, self.peer)
+        self.plane.clients.discard(self)
+        self.transport = None
+        self.current = None
+        self.upstream = None
+        tunnel.start(early, rest)
 
     def on_upstream_body(self, data: bytes) -> None:
         self.sent_bytes += len(data)
@@ -409,6 +394,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _finish(self, status: int, counted: bool = False) -> None:
         req = self.current
+        if req.body_file is not None:
+            req.close()
         if not counted and self.pool is not None:
             self.pool.count(status)
         self._log(status)

@@ -30,6 +30,11 @@ class BodyTooLargeError(ProxyError):
     event = "body_too_large"
 
 
+class ExpectationFailedError(ProxyError):
+    status = 417
+    event = "expectation_failed"
+
+
 class TargetTooLongError(ProxyError):
     status = 414
     event = "target_too_long"

@@ -44,53 +44,15 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
     return frozenset(tokens)
 
 
-def request_head(
-    method: bytes,
-    target: bytes,
-    headers: list[tuple[bytes, bytes]],
-    drop: frozenset[bytes],
-    extra: list[bytes],
-) -> bytes:
-    """The head we send upstream: origin-form, HTTP/1.1, our own framing.
-
-    `drop` holds lower-cased names to leave out beyond hop-by-hop and framing
-    (the Connection tokens, untrusted forwarding fields, the tester header);
-    `extra` holds complete `Name: value` lines we add.
-    """
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+def response_fields(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Response header lines to pass on when `Connection` names extra fields."""
+    drop = HOP_BY_HOP | connection_tokens(headers)
+    fields: list[bytes] = []
     for name, value in headers:
-        lname = name.lower()
-        if lname in _DROP_ALWAYS or lname in drop:
-            continue
-        parts += (name, b": ", value, b"\r\n")
-    for line in extra:
-        parts += (line, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+        if name.lower() not in drop:
+            fields += (name, b": ", value, b"\r\n")
+    return fields
 
 
-def response_head(
-    status: int,
-    reason: bytes,
-    headers: list[tuple[bytes, bytes]],
-    drop: frozenset[bytes],
-    extra: list[bytes],
-    keep_length: bool,
-) -> bytes:
-    """The head we send to the client.
-
-    `keep_length` keeps the upstream's Content-Length (a sized body or a
-    HEAD/304 answer, where it describes what a GET would return).
-    """
-    parts = [b"HTTP/1.1 %d " % status, reason, b"\r\n"]
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in drop:
-            continue
-        if lname == b"content-length" and not keep_length:
-            continue
-        parts += (name, b": ", value, b"\r\n")
-    for line in extra:
-        parts += (line, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+def status_line(status: int, reason: bytes) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from .client import ClientConnection
-from .headers import FORWARDING, connection_tokens, request_head
+from .headers import FORWARDING, FRAMING, HOP_BY_HOP
 from .pool import Pool
 from .router import Choice, RoutingTable, choose_pool
 from .sticky import Signer, find_cookie
@@ -33,7 +33,8 @@ MAX_TRIES = 3
 class DataPlane:
     __slots__ = (
         "loop", "config", "timeouts", "pools", "table", "healthy", "signer", "access",
-        "log", "clients", "busy_upstreams", "draining", "max_body", "max_header",
+        "log", "clients", "tunnels", "draining", "max_body", "max_header",
+        "body_memory",
         "max_connections", "max_tries", "upstream_response_timeout", "cookie_name",
         "tester_cookie", "tester_header", "_tester_nets", "_trusted_nets", "_cookie_lines",
         "_drop", "_drop_trusted", "_ids", "_id_prefix", "_random", "on_health_change",
@@ -47,7 +48,7 @@ class DataPlane:
         self.log = log
         self.access = access
         self.clients: set[ClientConnection] = set()
-        self.busy_upstreams: set = set()
+        self.tunnels: set = set()
         self.draining = False
         self.max_tries = MAX_TRIES
         self.pools: dict[str, Pool] = {}
@@ -68,6 +69,7 @@ class DataPlane:
         self.timeouts = config.timeouts
         self.max_body = config.limits.max_body
         self.max_header = config.limits.max_header
+        self.body_memory = config.limits.body_memory
         self.max_connections = config.limits.max_connections
         self.upstream_response_timeout = config.timeouts.upstream_response
         self.cookie_name = config.sticky.cookie.encode()
@@ -75,7 +77,11 @@ class DataPlane:
         self.tester_header = config.tester.header.lower().encode()
         self._tester_nets = [ipaddress.ip_network(n, strict=False) for n in config.tester.trusted]
         self._trusted_nets = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
-        base = {b"expect", b"x-request-id", self.tester_header}
+        # Never copied: hop-by-hop and framing fields, Host (re-emitted from the
+        # parsed request: an absolute-form target names its own), and fields we
+        # set ourselves; from an untrusted peer also its forwarding claims.
+        base = HOP_BY_HOP | FRAMING | {b"host", b"expect", b"x-request-id",
+                                       b"x-forwarded-for", self.tester_header}
         self._drop_trusted = frozenset(base)
         self._drop = frozenset(base | FORWARDING)
         self.pools = {name: self._pool(pc) for name, pc in config.pools.items()}
@@ -107,7 +113,7 @@ class DataPlane:
     def _cookie_line(self, pool: str, epoch: int) -> bytes:
         value = self.signer.sticky(pool, epoch)
         max_age = int(self.config.sticky.max_age)
-        return (b"Set-Cookie: %s=%s; Max-Age=%d; Path=/; HttpOnly; SameSite=Lax"
+        return (b"Set-Cookie: %s=%s; Max-Age=%d; Path=/; HttpOnly; SameSite=Lax\r\n"
                 % (self.cookie_name, value, max_age))
 
     # -- health --------------------------------------------------------------------
@@ -140,34 +146,35 @@ class DataPlane:
     def set_cookie_line(self, pool: str) -> bytes:
         return self._cookie_lines[pool]
 
-    def upstream_request(self, req, peer: str, trusted: bool) -> bytes:
-        """The bytes sent upstream: a regenerated head and the buffered body."""
-        drop = self._drop_trusted if trusted else self._drop
-        if req.connection:
-            drop = drop | connection_tokens(req.headers)
-        extra = self._forwarding(req, peer, trusted)
-        if req.body_size or req.framed:
-            extra.append(b"Content-Length: %d" % req.body_size)
-        head = request_head(req.method, req.target, req.headers, drop, extra)
-        if req.body:
-            return head + b"".join(req.body)
-        return head
+    def drop_set(self, trusted: bool) -> frozenset[bytes]:
+        """Lower-case names of request fields that are never copied upstream."""
+        return self._drop_trusted if trusted else self._drop
 
-    def _forwarding(self, req, peer: str, trusted: bool) -> list[bytes]:
+    def upstream_request(self, req, peer: str, trusted: bool) -> bytes:
+        """The bytes sent upstream: a regenerated head and the buffered body.
+
+        Origin-form target, HTTP/1.1, the client's fields minus those dropped
+        (see `drop_set`), then ours: Host, forwarding, request id, framing.
+        """
         rid = req.request_id
         if rid is None or len(rid) > 200:
             rid = req.request_id = b"%s-%x" % (self._id_prefix, next(self._ids))
-        xff = peer.encode()
-        if trusted:
-            prior = [v for n, v in req.headers if n.lower() == b"x-forwarded-for"]
-            if prior:
-                xff = b", ".join(prior) + b", " + xff
-        lines = [b"X-Forwarded-For: " + xff, b"X-Request-Id: " + rid]
+        parts = [req.method, b" ", req.target, b" HTTP/1.1\r\nHost: ", req.host or b"localhost",
+                 b"\r\n", *req.fields, b"X-Request-Id: ", rid, b"\r\nX-Forwarded-For: "]
+        if trusted and req.xff:
+            parts += (b", ".join(req.xff), b", ")
+        parts += (peer.encode(), b"\r\n")
         if not trusted:
-            lines.append(b"X-Forwarded-Proto: http")
+            parts.append(b"X-Forwarded-Proto: http\r\n")
             if req.host is not None:
-                lines.append(b"X-Forwarded-Host: " + req.host)
-        return lines
+                parts += (b"X-Forwarded-Host: ", req.host, b"\r\n")
+        if req.body_size or req.framed:
+            parts.append(b"Content-Length: %d\r\n" % req.body_size)
+        if req.upgrade:
+            parts.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
+        parts.append(b"\r\n")
+        parts += req.body
+        return b"".join(parts)
 
     def is_trusted_proxy(self, peer: str) -> bool:
         return self._in(peer, self._trusted_nets)
@@ -199,8 +206,10 @@ class DataPlane:
         for client in [c for c in self.clients if c.send_deadline and c.send_deadline < now]:
             if client.transport is not None:
                 client.send_timed_out()
-        for conn in [u for u in self.busy_upstreams if u.deadline and u.deadline < now]:
-            conn.timed_out()
+        for client in [c for c in self.clients if c.upstream is not None]:
+            conn = client.upstream
+            if conn.deadline and conn.deadline < now:
+                conn.timed_out()
         idle_limit = self.timeouts.upstream_idle
         for pool in self.pools.values():
             for up in pool.upstreams:

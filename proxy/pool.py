@@ -20,8 +20,9 @@ class Pool:
         self._next = 0
         self.requests = 0
         self.errors = 0
-        # Responses by status class ("2xx", ...) and proxy failures ("error").
-        self.by_class: dict[str, int] = {}
+        # Responses by status class: index 1..5 for 1xx..5xx, 0 for requests
+        # that got no upstream response (the proxy answered or cut them).
+        self.by_class = [0] * 6
 
     def __repr__(self) -> str:
         ups = ", ".join(repr(u) for u in self.upstreams)
@@ -55,7 +56,17 @@ class Pool:
     def count(self, status: int | None) -> None:
         """Record one finished request: its status, or None for a proxy failure."""
         self.requests += 1
-        if status is None or status >= 500:
+        if status is None:
             self.errors += 1
-        key = "error" if status is None else f"{status // 100}xx"
-        self.by_class[key] = self.by_class.get(key, 0) + 1
+            self.by_class[0] += 1
+            return
+        if status >= 500:
+            self.errors += 1
+        self.by_class[status // 100] += 1
+
+    def classes(self) -> dict[str, int]:
+        """Counts by status class, as `status` and metrics show them."""
+        out = {f"{i}xx": n for i, n in enumerate(self.by_class) if i and n}
+        if self.by_class[0]:
+            out["error"] = self.by_class[0]
+        return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +34,9 @@ class RoutingTable:
         return self.epochs.get(pool, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
+class Choice(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: one is built per request and the
+    # dataclass costs five times as much to construct.
     pool: str
     set_cookie: bool
 

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from .headers import HOP_BY_HOP, response_fields
+from .http11 import strict_response_parser
+
 from .errors import (
     ProxyError,
     UpstreamConnectError,
@@ -31,6 +34,10 @@ if TYPE_CHECKING:
 MAX_IDLE = 512
 
 
+# Connection values that name no other field (the common case, not worth a parse).
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+
+
 class _HeadResponseDone(Exception):
     """Stops llhttp after a HEAD response's head: it cannot know there is no body."""
 
@@ -39,7 +46,7 @@ class Upstream:
     """One upstream address, its idle connections and its counters."""
 
     __slots__ = (
-        "address", "pool", "loop", "connect_timeout", "idle_timeout",
+        "address", "label", "pool", "loop", "connect_timeout", "idle_timeout",
         "idle", "inflight", "healthy", "requests", "connects",
         "passive_failures", "eject_after", "on_change",
     )
@@ -47,6 +54,7 @@ class Upstream:
     def __init__(self, address: Address, pool: str, loop, connect_timeout: float,
                  idle_timeout: float, eject_after: int = 3) -> None:
         self.address = address
+        self.label = str(address)  # for logs, formatted once
         self.pool = pool
         self.loop = loop
         self.connect_timeout = connect_timeout
@@ -64,7 +72,8 @@ class Upstream:
         state = "up" if self.healthy else "down"
         return f"<Upstream {self.address} {state} inflight={self.inflight} idle={len(self.idle)}>"
 
-    def dispatch(self, client: ClientConnection, payload: bytes, is_head: bool) -> None:
+    def dispatch(self, client: ClientConnection, payload: bytes, is_head: bool,
+                 body_file=None) -> None:
         """Send one request on an idle connection, or on a new one."""
         self.inflight += 1
         self.requests += 1
@@ -73,12 +82,13 @@ class Upstream:
         while idle:
             conn = idle.pop()
             if conn.transport is not None and now - conn.idle_since < self.idle_timeout:
-                conn.start(client, payload, is_head, reused=True)
+                conn.start(client, payload, is_head, True, body_file)
                 return
             conn.close()
-        self._connect(client, payload, is_head)
+        self._connect(client, payload, is_head, body_file)
 
-    def _connect(self, client: ClientConnection, payload: bytes, is_head: bool) -> None:
+    def _connect(self, client: ClientConnection, payload: bytes, is_head: bool,
+                 body_file) -> None:
         self.connects += 1
         addr = self.address
         factory = lambda: UpstreamConnection(self)  # noqa: E731
@@ -89,9 +99,10 @@ class Upstream:
         task = self.loop.create_task(coro)
         timer = self.loop.call_later(self.connect_timeout, task.cancel)
         client.connecting = task
-        task.add_done_callback(lambda t: self._connected(t, timer, client, payload, is_head))
+        task.add_done_callback(
+            lambda t: self._connected(t, timer, client, payload, is_head, body_file))
 
-    def _connected(self, task, timer, client, payload, is_head) -> None:
+    def _connected(self, task, timer, client, payload, is_head, body_file) -> None:
         timer.cancel()
         if client.connecting is task:
             client.connecting = None
@@ -109,7 +120,7 @@ class Upstream:
                 self.inflight -= 1
                 self.release(conn)
                 return
-            conn.start(client, payload, is_head, reused=False)
+            conn.start(client, payload, is_head, False, body_file)
             return
         self.inflight -= 1
         self.note_connect_failure()
@@ -150,12 +161,13 @@ class UpstreamConnection(asyncio.Protocol):
         "upstream", "transport", "parser", "client", "reused", "received",
         "is_head", "status", "reason", "headers", "interim", "head_sent",
         "body_framed", "idle_since", "deadline", "paused", "_head_keep_alive",
+        "body_file", "write_paused", "upgraded",
     )
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.transport = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = strict_response_parser(self)
         self.client: ClientConnection | None = None
         self.reused = False
         self.received = False
@@ -170,6 +182,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.paused = False
         self._head_keep_alive = False
+        self.body_file = None  # a spilled request body still being sent
+        self.write_paused = False
+        self.upgraded = False
 
     def __repr__(self) -> str:
         state = "busy" if self.client is not None else "idle"
@@ -177,7 +192,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- driven by the client side -------------------------------------------------
 
-    def start(self, client: ClientConnection, payload: bytes, is_head: bool, reused: bool) -> None:
+    def start(self, client: ClientConnection, payload: bytes, is_head: bool, reused: bool,
+              body_file=None) -> None:
         self.client = client
         self.reused = reused
         self.received = False
@@ -186,8 +202,33 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers = []
         self.deadline = self.upstream.loop.time() + client.plane.upstream_response_timeout
         client.upstream = self
-        client.plane.busy_upstreams.add(self)
         self.transport.write(payload)
+        if body_file is not None:
+            body_file.seek(0)
+            self.body_file = body_file
+            self._pump()
+
+    def _pump(self) -> None:
+        """Send a spilled body from its file, as fast as the upstream reads it."""
+        while self.body_file is not None and not self.write_paused:
+            chunk = self.body_file.read(65536)
+            if not chunk:
+                self.body_file = None
+                return
+            self.transport.write(chunk)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.body_file is not None and self.transport is not None:
+            self._pump()
+
+    def hand_over(self) -> None:
+        """The connection becomes a WebSocket tunnel: no longer ours to pool."""
+        self.client = None  # upstream.inflight stays counted until the tunnel closes
+        self.deadline = 0.0
 
     def pause(self) -> None:
         if self.transport is not None and not self.paused:
@@ -235,15 +276,20 @@ class UpstreamConnection(asyncio.Protocol):
             self.deadline = self.upstream.loop.time() + client.plane.upstream_response_timeout
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self.upgraded:
+                client.on_upstream_upgraded(self, self.reason, self.headers, data[exc.args[0]:])
+                return
+            self._fail(UpstreamProtocolError("unexpected protocol switch"))
         except httptools.HttpParserCallbackError as exc:
             if not isinstance(exc.__context__, _HeadResponseDone):
                 self._fail(UpstreamProtocolError(f"callback failed: {exc.__context__!r}"))
                 return
-            self.parser = httptools.HttpResponseParser(self)
+            self.parser = strict_response_parser(self)
             self._complete(keep_alive=self._head_keep_alive)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamProtocolError(str(exc)))
-        if client.transport is not None:
+        if client.out and client.transport is not None:
             client.flush()
 
     def eof_received(self):
@@ -273,15 +319,38 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self.status = status
-        # 1xx interim answers (103 Early Hints) are not forwarded: we answered
-        # Expect ourselves and do not tunnel upgrades here.
+        if status == 101:
+            # Only a WebSocket handshake may switch; the client side checks that.
+            self.upgraded = True
+            self.head_sent = True
+            return
+        # Other 1xx interim answers (103 Early Hints) are not forwarded: we
+        # answered Expect ourselves.
         self.interim = 100 <= status < 200
         if self.interim:
             self.headers = []
             return
-        self.body_framed = self._framed(status)
+        # One pass: the lines we pass on (all but hop-by-hop fields; Content-Length
+        # is kept, it is the framing we forward) and what framing needs.
+        fields: list[bytes] = []
+        length = chunked = named = False
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                if lname == b"transfer-encoding":
+                    chunked = True
+                elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+                    named = True
+                continue
+            if lname == b"content-length":
+                length = True
+            fields += (name, b": ", value, b"\r\n")
+        if named:
+            fields = response_fields(self.headers)
+        no_body = self.is_head or status == 204 or status == 304
+        self.body_framed = no_body or length or chunked
         self.head_sent = True
-        self.client.on_upstream_head(self, status, self.reason, self.headers)
+        self.client.on_upstream_head(self, status, self.reason, fields, no_body or length)
         if self.is_head:
             self._head_keep_alive = self.parser.should_keep_alive()
             raise _HeadResponseDone()
@@ -290,6 +359,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.client.on_upstream_body(body)
 
     def on_message_complete(self) -> None:
+        if self.upgraded:
+            return
         if self.interim:
             self.interim = False
             return
@@ -297,22 +368,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- internals -----------------------------------------------------------------
 
-    def _framed(self, status: int) -> bool:
-        """Whether the body's end is marked (length, chunks, or no body at all)."""
-        if self.is_head or status in (204, 304):
-            return True
-        for name, _ in self.headers:
-            lname = name.lower()
-            if lname == b"content-length" or lname == b"transfer-encoding":
-                return True
-        return False
-
     def _detach(self) -> ClientConnection | None:
         client = self.client
         if client is not None:
             self.client = None
             self.upstream.inflight -= 1
-            client.plane.busy_upstreams.discard(self)
             if client.upstream is self:
                 client.upstream = None
         return client

@@ -1,0 +1,186 @@
+"""One client request: its head, checked once, and its buffered body.
+
+Bodies are buffered whole before the upstream is contacted, in memory up to
+`limits.body_memory` and in a temporary file beyond, so a slow upload holds
+a file descriptor here instead of a Swoole worker.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from .errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    ExpectationFailedError,
+    MethodNotImplementedError,
+    ProxyError,
+    VersionNotSupportedError,
+)
+from .headers import connection_tokens
+from .http11 import check_host, check_transfer_encoding, origin_form
+
+# Connection values that name no other field: the common case, no parse.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade", b"keep-alive, upgrade",
+                               b"upgrade, keep-alive"})
+
+
+class Request:
+    """One parsed request, head and buffered body."""
+
+    __slots__ = (
+        "method", "target", "version", "headers", "keep_alive", "body", "body_size",
+        "body_file", "expect_continue", "error", "host", "cookie", "override", "request_id",
+        "connection", "framed", "upgrade", "payload", "started", "tries", "fields", "xff",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.body_file = None  # a temporary file once the body outgrew memory
+        self.expect_continue = False
+        self.error: ProxyError | None = None
+        self.host: bytes | None = None
+        self.cookie: bytes | None = None
+        self.override: bytes | None = None
+        self.request_id: bytes | None = None
+        self.connection = False  # a Connection header names fields to drop
+        self.framed = False  # the client sent Content-Length or Transfer-Encoding
+        self.upgrade = False  # a WebSocket handshake
+        self.payload = b""
+        self.started = 0.0
+        self.tries = 0
+        self.fields: list[bytes] = []  # forwarded header lines, ready to join
+        self.xff: list[bytes] = []  # X-Forwarded-For values the client sent
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method.decode()} {self.target[:60].decode('latin-1')}>"
+
+    def inspect(self, plane, drop: frozenset[bytes]) -> None:
+        """One pass over the head: check it, note what routing needs, and build
+        the header lines we forward (all but those in `drop`)."""
+        self._check_start_line()
+        fields = self.fields
+        cookies = []
+        hosts = []
+        upgrade = None
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname in drop:
+                if lname == b"host":
+                    hosts.append(value)
+                elif lname == b"upgrade":
+                    upgrade = value
+                else:
+                    self._dropped(lname, value, plane)
+                continue
+            if lname == b"cookie":
+                cookies.append(value)
+            fields += (name, b": ", value, b"\r\n")
+        self._host(hosts)
+        if cookies:
+            self.cookie = b"; ".join(cookies)
+        if upgrade is not None:
+            self.upgrade = _is_websocket(upgrade, self.headers)
+        if self.connection:
+            self._drop_named(drop)
+
+    def _dropped(self, lname: bytes, value: bytes, plane) -> None:
+        """Fields we do not copy but must read: framing, Expect, and our own."""
+        if lname == b"content-length":
+            self._content_length(value, plane.max_body)
+        elif lname == b"transfer-encoding":
+            if self.framed:
+                raise BadRequestError("conflicting message framing")
+            check_transfer_encoding(value, self.version)
+            self.framed = True
+        elif lname == b"connection":
+            if value.lower() not in _PLAIN_CONNECTION:
+                self.connection = True
+        elif lname == b"expect":
+            self._expect(value)
+        elif lname == b"x-request-id":
+            self.request_id = value
+        elif lname == b"x-forwarded-for":
+            self.xff.append(value)
+        elif lname == plane.tester_header:
+            self.override = value
+
+    def _drop_named(self, drop: frozenset[bytes]) -> None:
+        """Rebuild the forwarded lines without the fields `Connection` names."""
+        tokens = connection_tokens(self.headers)
+        self.fields = fields = []
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname not in drop and lname not in tokens:
+                fields += (name, b": ", value, b"\r\n")
+
+    def _check_start_line(self) -> None:
+        if self.version not in ("1.1", "1.0"):
+            if self.version == "0.9":
+                raise BadRequestError("HTTP/0.9 is not supported")
+            raise VersionNotSupportedError(f"HTTP/{self.version}")
+        if self.method == b"CONNECT":
+            raise MethodNotImplementedError("CONNECT")
+        self.target, host = origin_form(self.method, self.target)
+        if host is not None:
+            self.host = host
+
+    def _content_length(self, value: bytes, max_body: int) -> None:
+        if self.framed:
+            raise BadRequestError("conflicting message framing")
+        if not value.isdigit():
+            raise BadRequestError("invalid Content-Length")
+        self.framed = True
+        if int(value) > max_body:
+            raise BodyTooLargeError(f"Content-Length {int(value)} over {max_body}")
+
+    def _expect(self, value: bytes) -> None:
+        if value.strip().lower() != b"100-continue":
+            raise ExpectationFailedError(f"Expect: {value[:40]!r}")
+        self.expect_continue = self.version == "1.1"
+
+    def _host(self, hosts: list[bytes]) -> None:
+        if len(hosts) > 1:
+            raise BadRequestError("more than one Host header")
+        if hosts:
+            check_host(hosts[0])
+        elif self.version == "1.1":
+            raise BadRequestError("missing Host header")
+        if self.host is None and hosts:
+            self.host = hosts[0]  # an absolute-form target's authority wins
+
+    def add_body(self, chunk: bytes, max_body: int, body_memory: int) -> None:
+        self.body_size += len(chunk)
+        if self.body_size > max_body:
+            raise BodyTooLargeError(f"request body over {max_body} bytes")
+        if self.body_file is not None:
+            self.body_file.write(chunk)
+        elif self.body_size > body_memory:
+            self.body_file = tempfile.TemporaryFile(prefix="switchyard-body-")
+            self.body_file.writelines(self.body)
+            self.body_file.write(chunk)
+            self.body = []
+        else:
+            self.body.append(chunk)
+
+    def close(self) -> None:
+        if self.body_file is not None:
+            self.body_file.close()
+            self.body_file = None
+
+
+def _is_websocket(upgrade: bytes, headers) -> bool:
+    """A WebSocket handshake: `Upgrade: websocket` with `Connection: upgrade`."""
+    if upgrade.strip().lower() != b"websocket":
+        return False
+    for name, value in headers:
+        if name.lower() == b"connection":
+            if b"upgrade" in (t.strip().lower() for t in value.split(b",")):
+                return True
+    return False

@@ -1,0 +1,842 @@
+"""The control plane end to end: the CLI and the admin API against a real proxy.
+
+Two demo pools (blue, green) run as processes behind `switchyard serve`; the
+tests drive it with the real `switchyard` command and with raw HTTP over the
+admin Unix socket, and watch the effect with real client connections, often
+while a load client (tests/loadclient.py) keeps requests flowing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import warnings
+
+import pytest
+
+from .loadclient import LoadClient
+from .support import (
+    ROOT,
+    PoolProcess,
+    ProxyProcess,
+    RecordingUpstream,
+    open_conn,
+    parse_responses,
+    wait_for,
+)
+
+NOBODY = 65534
+BLUE_ONLY = {"blue": 100, "green": 0}
+
+
+# -- fixtures and helpers -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pools():
+    blue, green = PoolProcess("blue"), PoolProcess("green")
+    yield blue, green
+    blue.stop()
+    green.stop()
+
+
+@pytest.fixture
+def start_proxy(tmp_path, pools):
+    """Start `switchyard serve` in front of the two pools; every one is stopped afterwards."""
+    started: list[ProxyProcess] = []
+
+    def start(weights=BLUE_ONLY, extra: str = "", green: list[str] | None = None,
+              edit=None) -> ProxyProcess:
+        blue_pool, green_pool = pools
+        upstreams = {"blue": [blue_pool.address], "green": green or [green_pool.address]}
+        proxy = ProxyProcess(tmp_path, upstreams, weights, extra=extra)
+        if edit is not None:
+            edit_config(proxy, edit)
+        started.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        if proxy.proc is not None and proxy.proc.poll() is None:
+            proxy.stop()
+        else:
+            proxy.kill()  # already gone: only closes the log pipe
+
+
+@pytest.fixture
+def proxy(start_proxy):
+    return start_proxy()
+
+
+@pytest.fixture
+def dead_port():
+    """A port that refuses connections: bound, never listening (nobody else can take it)."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        yield hole
+
+
+def edit_config(proxy: ProxyProcess, edit) -> str:
+    """Rewrite the proxy's config file with `edit(text) -> text`; return the new text."""
+    with open(proxy.config_path) as f:
+        text = edit(f.read())
+    with open(proxy.config_path, "w") as f:
+        f.write(text)
+    return text
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 30) -> None:
+        super().__init__("switchyard", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def admin(proxy: ProxyProcess, method: str, path: str, body=None,
+          headers: dict | None = None) -> tuple[int, dict, object]:
+    """One admin API call over the Unix socket: (status, lower-case headers, parsed JSON)."""
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    conn = UnixHTTPConnection(proxy.admin)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        raw = resp.read()
+        head = {name.lower(): value for name, value in resp.getheaders()}
+    finally:
+        conn.close()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = raw
+    return resp.status, head, data
+
+
+def get(conn: http.client.HTTPConnection, path: str = "/", headers: dict | None = None):
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    return resp, resp.read()
+
+
+def sticky_cookie(resp) -> str | None:
+    for name, value in resp.getheaders():
+        if name.lower() == "set-cookie" and value.startswith("switchyard_pool="):
+            return value.split(";", 1)[0]
+    return None
+
+
+def cookie_for(proxy: ProxyProcess, pool: str, tries: int = 500) -> str:
+    """A sticky cookie the proxy minted for `pool` (the pool must have weight)."""
+    conn = open_conn(proxy.port)
+    for _ in range(tries):
+        resp, _ = get(conn)
+        if resp.getheader("X-Pool") == pool:
+            return sticky_cookie(resp)
+    raise AssertionError(f"no response from {pool} in {tries} requests")
+
+
+def status_now(proxy: ProxyProcess) -> dict:
+    """GET /status straight over the socket: fast enough to poll (the CLI starts Python)."""
+    status, _, body = admin(proxy, "GET", "/status")
+    assert status == 200, body
+    return body
+
+
+def routing(status: dict) -> tuple:
+    """The part of /status that a refused command must leave alone."""
+    return status["generation"], status["weights"], status["previous"]
+
+
+def still_serves(proxy: ProxyProcess) -> None:
+    assert proxy.proc.poll() is None, "the proxy exited"
+    resp, body = get(open_conn(proxy.port))
+    assert resp.status == 200 and body.startswith(b"Hello from"), (resp.status, body)
+
+
+# -- the load client itself: it must see what goes wrong -------------------------------------
+
+def _truncated(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Pool: a\r\n\r\nabc")
+    conn.shutdown(socket.SHUT_RDWR)
+
+
+def test_load_client_counts_every_failure_and_retries_only_a_reused_connection():
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pool: a\r\n\r\nok"
+    script = iter([
+        ok,
+        None,  # a reused connection closed before the answer: sent again
+        ok,
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+        _truncated,
+        None,  # the same on a new connection: a failure
+        ok,
+        ok,
+    ])
+    upstream = RecordingUpstream(lambda req: next(script))
+    try:
+        with LoadClient(upstream.port, connections=1, max_requests=7) as load:
+            wait_for(lambda: load.ok + len(load.result().failures) >= 7, what="7 outcomes")
+            result = load.stop()
+    finally:
+        upstream.close()
+    assert result.failures == ["status 502", "truncated body: connection closed",
+                               "closed before the response on a new connection"]
+    assert result.ok == 4 and result.by_pool == {"a": 4} and result.retries == 1
+
+
+def test_load_client_counts_refused_connections(dead_port):
+    with LoadClient(dead_port.getsockname()[1], connections=2, max_requests=4) as load:
+        wait_for(lambda: len(load.result().failures) >= 4, what="4 refusals")
+        result = load.stop()
+    assert result.failures == ["connect refused"] * 4 and result.ok == 0
+
+
+# -- cutover and rollback under load --------------------------------------------------------
+
+def test_cutover_and_rollback_flip_under_load_without_a_failed_request(proxy):
+    probe = open_conn(proxy.port)
+    with LoadClient(proxy.port, connections=8, duration=90, max_requests=300_000) as load:
+        wait_for(lambda: load.count("blue") >= 100, what="load on blue")
+        for _ in range(3):
+            for command, pool in (("cutover", "green"), ("rollback", "blue")):
+                args = (command, "green") if command == "cutover" else (command,)
+                result = proxy.cli(*args)
+                assert result.returncode == 0, result.stderr
+                # The very next request after the command returned goes to the new pool.
+                resp, _ = get(probe)
+                assert resp.getheader("X-Pool") == pool
+                seen = load.count(pool)
+                wait_for(lambda: load.count(pool) >= seen + 100, 30, what=f"load on {pool}")
+        result = load.stop()
+    assert result.failures == [], result.failures[:20]
+    assert result.by_pool["blue"] > 0 and result.by_pool["green"] > 0
+    assert set(result.by_pool) == {"blue", "green"}
+
+
+# -- the health gate ------------------------------------------------------------------------
+
+def test_cutover_to_an_unhealthy_pool_is_refused_with_409_and_changes_nothing(start_proxy,
+                                                                             dead_port):
+    port = dead_port.getsockname()[1]
+    proxy = start_proxy(green=[f"127.0.0.1:{port}"], extra="timeouts: {cutover_wait: 1s}\n")
+    before = proxy.status()
+    assert before["pools"]["green"]["healthy"] is False
+
+    result = proxy.cli("cutover", "green")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "409" in result.stderr
+    status, _, body = admin(proxy, "POST", "/cutover", {"to": "green"})
+    assert status == 409 and isinstance(body["error"], str)
+    assert routing(proxy.status()) == routing(before)
+    still_serves(proxy)
+
+    result = proxy.cli("cutover", "green", "--force")
+    assert result.returncode == 0, result.stderr
+    after = proxy.status()
+    assert after["weights"] == {"blue": 0, "green": 100}
+    assert after["generation"] == before["generation"] + 1
+    assert after["previous"] == "blue"
+
+
+def test_cutover_waits_until_the_target_becomes_healthy(start_proxy, dead_port):
+    port = dead_port.getsockname()[1]
+    proxy = start_proxy(green=[f"127.0.0.1:{port}"], extra="timeouts: {cutover_wait: 60s}\n")
+    cmd = subprocess.Popen([sys.executable, "-m", "proxy.cli", "cutover", "green",
+                            "--socket", proxy.admin], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    green = None
+    try:
+        dead_port.close()
+        green = PoolProcess("green", port=port)
+        out, err = cmd.communicate(timeout=60)
+        assert cmd.returncode == 0, err
+        assert proxy.status()["weights"] == {"blue": 0, "green": 100}
+        resp, _ = get(open_conn(proxy.port))
+        assert resp.getheader("X-Pool") == "green"
+    finally:
+        if cmd.poll() is None:
+            cmd.kill()
+            cmd.communicate()
+        if green is not None:
+            green.stop()
+
+
+# -- rollback and stickiness ----------------------------------------------------------------
+
+def test_rollback_with_nothing_to_roll_back_to_is_refused_with_409(proxy):
+    before = proxy.status()
+    assert before["previous"] is None
+    result = proxy.cli("rollback")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    status, _, body = admin(proxy, "POST", "/rollback")
+    assert status == 409 and isinstance(body["error"], str)
+    assert routing(proxy.status()) == routing(before)
+
+
+def test_rollback_disowns_the_cookies_of_the_pool_left(proxy):
+    proxy.cli("weights", "blue=50", "green=50", check=True)
+    green_cookie = cookie_for(proxy, "green")
+    assert proxy.status()["previous"] == "blue"
+
+    proxy.cli("rollback", check=True)
+    assert proxy.status()["weights"] == BLUE_ONLY
+    conn = open_conn(proxy.port)
+    resp, _ = get(conn, headers={"Cookie": green_cookie})
+    assert resp.getheader("X-Pool") == "blue"
+    new_cookie = sticky_cookie(resp)
+    assert new_cookie is not None and new_cookie != green_cookie
+
+    # Green gets weight again: the old cookie belongs to an epoch that has ended.
+    proxy.cli("weights", "blue=50", "green=50", check=True)
+    served = set()
+    for _ in range(200):
+        resp, _ = get(conn, headers={"Cookie": green_cookie})
+        assert sticky_cookie(resp) is not None  # a new visitor every time
+        served.add(resp.getheader("X-Pool"))
+    assert served == {"blue", "green"}  # drawn by weight, not pinned to green
+
+
+GRACE = "sticky: {cookie: switchyard_pool, max_age: 1h, grace: 30s}\n"
+
+
+def test_grace_keeps_cookies_after_weight_zero_and_rollback_ends_it(start_proxy):
+    proxy = start_proxy(extra=GRACE)
+    proxy.cli("weights", "blue=50", "green=50", check=True)
+    green_cookie = cookie_for(proxy, "green")
+    conn = open_conn(proxy.port)
+
+    proxy.cli("weights", "blue=100", "green=0", check=True)
+    for _ in range(50):
+        resp, _ = get(conn, headers={"Cookie": green_cookie})
+        assert resp.getheader("X-Pool") == "green"  # within the grace period
+        assert sticky_cookie(resp) is None
+    resp, _ = get(conn)
+    assert resp.getheader("X-Pool") == "blue"  # new visitors only see blue
+
+    result = proxy.cli("rollback")
+    assert result.returncode == 0, (proxy.status(), result.stderr)
+    resp, _ = get(conn, headers={"Cookie": green_cookie})
+    assert resp.getheader("X-Pool") == "blue"
+    assert sticky_cookie(resp) is not None
+
+
+# -- testers' override ----------------------------------------------------------------------
+
+def test_tester_header_from_a_trusted_address_reaches_a_pool_of_weight_zero(proxy):
+    conn = open_conn(proxy.port)
+    for _ in range(20):
+        resp, _ = get(conn, headers={"X-Switchyard-Pool": "green"})
+        assert resp.status == 200 and resp.getheader("X-Pool") == "green"
+    resp, _ = get(conn)
+    assert resp.getheader("X-Pool") == "blue"  # only the testers see green
+
+
+def test_tester_cookie_from_the_cli_reaches_a_pool_of_weight_zero(proxy):
+    result = proxy.cli("tester-cookie", "green", check=True)
+    cookie = result.stdout.strip().splitlines()[0]
+    assert cookie.startswith("switchyard_pool_tester=")
+    conn = open_conn(proxy.port)
+    for _ in range(20):
+        resp, _ = get(conn, headers={"Cookie": cookie})
+        assert resp.getheader("X-Pool") == "green"
+
+
+def _later_expiry(real: str) -> str:
+    name, value = real.split("=", 1)
+    tag, pool, expires, mac = value.split(".")
+    return f"{name}={tag}.{pool}.{int(expires) + 86400}.{mac}"
+
+
+@pytest.mark.parametrize("forge", [
+    lambda real: "switchyard_pool_tester=t.green.99999999999.AAAAAAAAAAAAAAAAAAAAAA",
+    _later_expiry,
+    lambda real: real[:-2] + ("BB" if real.endswith("AA") else "AA"),
+    lambda real: real.replace("switchyard_pool_tester=t.", "switchyard_pool="),
+], ids=["made-up", "later-expiry", "bad-mac", "passed-off-as-sticky"])
+def test_a_forged_tester_cookie_does_not_reach_green(proxy, forge):
+    real = proxy.cli("tester-cookie", "green", check=True).stdout.strip().splitlines()[0]
+    forged = forge(real)
+    assert forged != real
+    conn = open_conn(proxy.port)
+    for _ in range(20):
+        resp, _ = get(conn, headers={"Cookie": forged})
+        assert resp.getheader("X-Pool") == "blue"
+
+
+# -- If-Match -------------------------------------------------------------------------------
+
+def test_status_etag_is_the_generation(proxy):
+    for weights in ({"blue": 90, "green": 10}, {"blue": 80, "green": 20}):
+        status, headers, body = admin(proxy, "GET", "/status")
+        assert status == 200 and headers["etag"] == f'"{body["generation"]}"'
+        admin(proxy, "PUT", "/weights", weights)
+    status, headers, body = admin(proxy, "PUT", "/weights", {"blue": 70, "green": 30})
+    assert status == 200 and headers["etag"] == f'"{body["generation"]}"'
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("PUT", "/weights", {"blue": 50, "green": 50}),
+    ("POST", "/cutover", {"to": "green", "force": True}),
+    ("POST", "/rollback", None),
+    ("POST", "/drain", {"pool": "blue"}),
+    ("POST", "/reload", None),
+])
+def test_a_stale_if_match_is_refused_with_412_and_changes_nothing(proxy, method, path, body):
+    admin(proxy, "PUT", "/weights", {"blue": 90, "green": 10})  # now there is a previous
+    before = proxy.status()
+    stale = before["generation"] - 1
+    status, _, answer = admin(proxy, method, path, body, {"If-Match": f'"{stale}"'})
+    assert status == 412 and isinstance(answer["error"], str)
+    assert routing(proxy.status()) == routing(before)
+
+
+def test_a_current_if_match_is_accepted(proxy):
+    generation = proxy.status()["generation"]
+    status, _, body = admin(proxy, "PUT", "/weights", {"blue": 60, "green": 40},
+                            {"If-Match": f'"{generation}"'})
+    assert status == 200 and body["generation"] == generation + 1
+
+
+def test_cli_if_match_with_a_stale_generation_exits_1(proxy):
+    generation = proxy.status()["generation"]
+    proxy.cli("weights", "blue=90", "green=10", check=True)
+    result = proxy.cli("weights", "blue=50", "green=50", "--if-match", str(generation))
+    assert result.returncode == 1 and "412" in result.stderr
+    assert proxy.status()["weights"] == {"blue": 90, "green": 10}
+
+
+def test_two_writers_with_the_same_generation_exactly_one_wins(proxy):
+    for round_ in range(5):
+        generation = proxy.status()["generation"]
+        barrier = threading.Barrier(2)
+        answers: dict[str, int] = {}
+        bodies = {"a": {"blue": 10 + round_, "green": 90}, "b": {"blue": 90, "green": 10 + round_}}
+
+        def write(name: str) -> None:
+            conn = UnixHTTPConnection(proxy.admin)
+            conn.connect()
+            barrier.wait(timeout=10)
+            conn.request("PUT", "/weights", body=json.dumps(bodies[name]),
+                         headers={"If-Match": f'"{generation}"'})
+            answers[name] = conn.getresponse().status
+            conn.close()
+
+        threads = [threading.Thread(target=write, args=(name,)) for name in bodies]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert sorted(answers.values()) == [200, 412], answers
+        winner = next(name for name, code in answers.items() if code == 200)
+        status = proxy.status()
+        assert status["generation"] == generation + 1
+        assert status["weights"] == bodies[winner]
+
+
+# -- who may use the admin socket -----------------------------------------------------------
+
+def as_nobody(directory, name: str, request: bytes) -> bytes:
+    """Connect to `directory/name` from a child that setuid()s to nobody; what it read.
+
+    The child changes into the directory while still root and connects by the
+    relative name: only the socket's own directory (tmp_path, made 0711 by the
+    test) and the socket file are checked, not pytest's 0700 parent dirs.
+    """
+    r, w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:
+        try:
+            os.chdir(directory)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(10)
+                s.connect(name)
+                s.sendall(request)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            os.write(w, b"ok\n" + data)
+        except BaseException as exc:
+            os.write(w, f"error\n{type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = b""
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+STATUS_REQUEST = b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def world_open_admin(text: str) -> str:
+    return re.sub(r"admin: \{socket: ([^}]*)\}", r'admin: {socket: \1, mode: "0666"}', text)
+
+
+def test_a_foreign_uid_is_refused_with_403_and_logged(start_proxy, tmp_path):
+    os.chmod(tmp_path, 0o711)
+    proxy = start_proxy(edit=world_open_admin)
+    assert stat.S_IMODE(os.stat(proxy.admin).st_mode) == 0o666
+
+    out = as_nobody(tmp_path, "admin.sock", STATUS_REQUEST)
+    assert out.startswith(b"ok\n"), out
+    (status, headers, body), = parse_responses(out[3:])
+    assert status == 403
+    assert isinstance(json.loads(body)["error"], str)
+    refused = wait_for(lambda: proxy.events("admin_refused"), what="admin_refused log")
+    assert refused[0]["uid"] == NOBODY
+    assert proxy.status()["generation"] == 0  # and root still gets in
+
+
+def test_a_configured_uid_is_let_in(start_proxy, tmp_path):
+    os.chmod(tmp_path, 0o711)
+    proxy = start_proxy(edit=lambda text: world_open_admin(text).replace(
+        'mode: "0666"', f'mode: "0666", uids: [{NOBODY}]'))
+    out = as_nobody(tmp_path, "admin.sock", STATUS_REQUEST)
+    (status, _, body), = parse_responses(out[3:])
+    assert status == 200 and json.loads(body)["weights"] == BLUE_ONLY
+
+
+def test_admin_socket_defaults_to_0600_and_others_cannot_connect(proxy, tmp_path):
+    os.chmod(tmp_path, 0o711)
+    assert stat.S_IMODE(os.stat(proxy.admin).st_mode) == 0o600
+    out = as_nobody(tmp_path, "admin.sock", STATUS_REQUEST)
+    assert out.startswith(b"error\nPermissionError"), out
+
+
+# -- bad admin input ------------------------------------------------------------------------
+
+BAD_INPUTS = [
+    ("PUT", "/weights", b"not json", {}),
+    ("PUT", "/weights", b"[100, 0]", {}),
+    ("PUT", "/weights", b'"blue=100"', {}),
+    ("PUT", "/weights", b"", {}),
+    ("PUT", "/weights", {"blue": 50, "green": 50, "red": 0}, {}),
+    ("PUT", "/weights", {"blue": 100}, {}),
+    ("PUT", "/weights", {"blue": -1, "green": 101}, {}),
+    ("PUT", "/weights", {"blue": 50.5, "green": 49.5}, {}),
+    ("PUT", "/weights", {"blue": 100.0, "green": 0}, {}),
+    ("PUT", "/weights", {"blue": "100", "green": 0}, {}),
+    ("PUT", "/weights", {"blue": True, "green": 0}, {}),
+    ("PUT", "/weights", {"blue": None, "green": 100}, {}),
+    ("PUT", "/weights", {"blue": 0, "green": 0}, {}),
+    ("PUT", "/weights", b'{"blue": 0, "green": 100, "blue": 100}', {}),  # blue named twice
+    ("PUT", "/weights", b'{"blue": 1e400, "green": 0}', {}),
+    ("PUT", "/weights", json.dumps({"blue": 50, "green": 50, "pad": "x" * 200_000}), {}),
+    ("PUT", "/weights", b"\xff\xfe{}", {}),
+    ("PUT", "/weights", {"blue": 50, "green": 50}, {"If-Match": "yesterday"}),
+    ("PUT", "/weights", {"blue": 50, "green": 50}, {"If-Match": '"-1"'}),
+    ("POST", "/cutover", {"to": "red"}, {}),
+    ("POST", "/cutover", {}, {}),
+    ("POST", "/cutover", {"to": None}, {}),
+    ("POST", "/cutover", {"to": "green", "steps": [50, 25, 100]}, {}),
+    ("POST", "/cutover", {"to": "green", "steps": "5,25,50,100"}, {}),
+    ("POST", "/cutover", {"to": "green", "steps": [0, 100]}, {}),
+    ("POST", "/cutover", {"to": "green", "steps": [5, 50]}, {}),
+    ("POST", "/cutover", {"to": "green", "steps": []}, {}),
+    ("POST", "/cutover", {"to": "green", "force": "yes"}, {}),
+    ("POST", "/cutover", {"to": "green", "interval": -5}, {}),
+    ("POST", "/cutover", {"to": "green", "max_error_rate": 5}, {}),
+    ("POST", "/cutover", {"to": "green", "hurry": True}, {}),
+    ("POST", "/drain", {"pool": "red"}, {}),
+    ("POST", "/drain", {}, {}),
+    ("POST", "/drain", b"blue", {}),
+    ("POST", "/rollback", b"{{{", {}),
+    ("POST", "/tester-cookie", {"pool": "red"}, {}),
+    ("POST", "/tester-cookie", {"pool": "green", "ttl": -1}, {}),
+    ("GET", "/nope", None, {}),
+    ("GET", "/status/../weights", None, {}),
+    ("DELETE", "/weights", None, {}),
+    ("GET", "/weights", None, {}),
+    ("POST", "/status", None, {}),
+    ("PUT", "/rollback", None, {}),
+]
+
+
+def _case_id(case) -> str:
+    method, path, body, headers = case
+    shown = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    shown = (shown[:40] + "...") if shown and len(shown) > 40 else shown
+    return f"{method} {path} {shown!r} {headers or ''}".strip()
+
+
+@pytest.mark.parametrize("method, path, body, headers", BAD_INPUTS,
+                         ids=[_case_id(c) for c in BAD_INPUTS])
+def test_bad_admin_input_is_a_json_4xx_and_changes_nothing(proxy, method, path, body, headers):
+    before = proxy.status()
+    status, _, answer = admin(proxy, method, path, body, headers)
+    assert 400 <= status < 500, (status, answer)
+    assert isinstance(answer, dict) and isinstance(answer.get("error"), str), answer
+    assert routing(proxy.status()) == routing(before)
+    still_serves(proxy)
+
+
+def test_garbage_bytes_on_the_admin_socket_do_not_crash_the_proxy(proxy):
+    for garbage in (b"\x00\x01\x02 hello\r\n\r\n", b"GET /status HTTP/1.1\r\nHost: \x00\r\n\r\n",
+                    b"PUT /weights HTTP/1.1\r\nContent-Length: -1\r\n\r\n"):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(proxy.admin)
+            s.sendall(garbage)
+            answer = s.recv(65536)
+        assert re.match(rb"HTTP/1\.[01] 4\d\d ", answer), answer
+    still_serves(proxy)
+    assert proxy.status()["generation"] == 0
+
+
+# -- state ----------------------------------------------------------------------------------
+
+def test_kill_9_and_restart_restore_weights_generation_and_previous(start_proxy):
+    proxy = start_proxy()
+    proxy.cli("weights", "blue=70", "green=30", check=True)
+    proxy.cli("weights", "blue=60", "green=40", check=True)
+    before = proxy.status()
+    assert before["previous"] == "blue" and before["generation"] == 2
+    proxy.kill()
+
+    again = start_proxy(weights={"blue": 0, "green": 100})  # config weights lose to the state
+    assert routing(again.status()) == routing(before)
+    assert again.cli("rollback").returncode == 0  # previous survived, usable
+    assert again.status()["weights"] == BLUE_ONLY
+
+
+def test_cookies_survive_a_restart_and_disowned_ones_stay_disowned(start_proxy):
+    proxy = start_proxy()
+    proxy.cli("weights", "blue=50", "green=50", check=True)
+    disowned = cookie_for(proxy, "green")
+    proxy.cli("rollback", check=True)
+    proxy.cli("weights", "blue=50", "green=50", check=True)
+    current = cookie_for(proxy, "green")
+    assert current != disowned
+    proxy.kill()
+
+    again = start_proxy()
+    conn = open_conn(again.port)
+    for _ in range(20):
+        resp, _ = get(conn, headers={"Cookie": current})
+        assert resp.getheader("X-Pool") == "green" and sticky_cookie(resp) is None
+    served = set()
+    for _ in range(100):
+        resp, _ = get(conn, headers={"Cookie": disowned})
+        assert sticky_cookie(resp) is not None
+        served.add(resp.getheader("X-Pool"))
+    assert served == {"blue", "green"}
+
+
+def _limit_file_size(proxy, state_dir):
+    soft, hard = resource.prlimit(proxy.proc.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(proxy.proc.pid, resource.RLIMIT_FSIZE, (0, hard))  # like a full disk
+    return lambda: resource.prlimit(proxy.proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def _replace_dir_with_file(proxy, state_dir):
+    shutil.rmtree(state_dir)  # root ignores modes: make the directory impossible instead
+    with open(state_dir, "w") as f:
+        f.write("not a directory\n")
+
+    def repair():
+        os.unlink(state_dir)
+        os.mkdir(state_dir)
+    return repair
+
+
+@pytest.mark.parametrize("break_disk", [_limit_file_size, _replace_dir_with_file],
+                         ids=["file-size-limit", "state-dir-is-a-file"])
+def test_a_failed_state_save_answers_5xx_and_changes_nothing(start_proxy, tmp_path, break_disk):
+    state_dir = tmp_path / "state"
+    state_file = state_dir / "state.json"
+    proxy = start_proxy(edit=lambda text: re.sub(r"state_file: .*", f"state_file: {state_file}",
+                                                 text))
+    before = proxy.status()
+    saved = state_file.read_bytes()
+    repair = break_disk(proxy, state_dir)
+
+    status, _, answer = admin(proxy, "PUT", "/weights", {"blue": 0, "green": 100})
+    assert 500 <= status < 600 and isinstance(answer["error"], str), (status, answer)
+    assert proxy.cli("cutover", "green", "--force").returncode != 0
+    assert routing(proxy.status()) == routing(before)
+    resp, _ = get(open_conn(proxy.port))
+    assert resp.getheader("X-Pool") == "blue"  # the old weights are still in force
+    if state_file.exists():
+        assert state_file.read_bytes() == saved
+        assert sorted(os.listdir(state_dir)) == sorted(["state.json", "secret"])  # no temp left
+
+    repair()
+    proxy.cli("weights", "blue=0", "green=100", check=True)
+    assert json.loads(state_file.read_text())["weights"] == {"blue": 0, "green": 100}
+
+
+# -- reload ---------------------------------------------------------------------------------
+
+def test_an_invalid_reload_is_refused_naming_the_key_and_changes_nothing(proxy):
+    proxy.cli("weights", "blue=50", "green=50", check=True)
+    before = proxy.status()
+    edit_config(proxy, lambda text: text.replace("green: {upstreams:", "green: {weight: 5, upstreams:"))
+
+    result = proxy.cli("reload")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "pools.green.weight" in result.stderr
+    after = proxy.status()
+    assert routing(after) == routing(before)
+    assert after["pools"]["green"]["upstreams"] == before["pools"]["green"]["upstreams"]
+    still_serves(proxy)
+
+
+def test_a_reload_that_adds_an_upstream_fails_no_request_in_flight(start_proxy, pools):
+    second = PoolProcess("green")
+    third = RecordingUpstream(lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                          b"X-Pool: green\r\n\r\nok")
+    try:
+        proxy = start_proxy(weights={"blue": 50, "green": 50},
+                            green=[pools[1].address, second.address])
+        before = proxy.status()
+        with LoadClient(proxy.port, connections=6, duration=60) as load, \
+                LoadClient(proxy.port, connections=2, duration=60, path="/slow?s=0.5") as slow:
+            wait_for(lambda: load.count("green") >= 100 and slow.ok >= 2, what="load")
+            edit_config(proxy, lambda text: text.replace(
+                f'"{second.address}"]', f'"{second.address}", "{third.address}"]'))
+            result = proxy.cli("reload")
+            assert result.returncode == 0, result.stderr
+            wait_for(lambda: len(third.requests) >= 20, 30, what="traffic on the new upstream")
+            wait_for(lambda: slow.ok >= 10, 30, what="slow requests across the reload")
+            fast, slowed = load.stop(), slow.stop()
+        assert fast.failures == [], fast.failures[:20]
+        assert slowed.failures == [], slowed.failures[:20]
+        after = proxy.status()
+        assert [u["address"] for u in after["pools"]["green"]["upstreams"]] == [
+            pools[1].address, second.address, third.address]
+        assert routing(after) == routing(before)
+    finally:
+        second.stop()
+        third.close()
+
+
+# -- drain ----------------------------------------------------------------------------------
+
+def test_drain_wait_follows_in_flight_requests_down_and_they_finish_on_blue(start_proxy):
+    proxy = start_proxy(weights={"blue": 50, "green": 50})
+    blue_cookie = cookie_for(proxy, "blue")
+    answers: list[tuple[int, str | None, bytes]] = []
+
+    def slow(seconds: float) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+        resp, body = get(conn, f"/slow?s={seconds}", {"Cookie": blue_cookie})
+        answers.append((resp.status, resp.getheader("X-Pool"), body))
+        conn.close()
+
+    threads = [threading.Thread(target=slow, args=(s,)) for s in (1.5, 2, 3)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: status_now(proxy)["pools"]["blue"]["inflight"] == 3, what="3 in flight")
+
+    result = proxy.cli("drain", "blue", "--wait")
+    for t in threads:
+        t.join(timeout=30)
+    assert result.returncode == 0, result.stderr
+    counts = [int(n) for n in re.findall(r"blue: (\d+) in flight", result.stdout)]
+    assert counts and counts[0] >= 1 and counts[-1] == 0, result.stdout
+    assert counts == sorted(counts, reverse=True), result.stdout
+    assert "drained" in result.stdout.splitlines()[-1]
+    assert sorted(answers) == [(200, "blue", b"slow answer from blue\n")] * 3
+
+    status = proxy.status()
+    assert status["weights"] == {"blue": 0, "green": 50}
+    assert status["pools"]["blue"]["inflight"] == 0
+    resp, _ = get(open_conn(proxy.port), headers={"Cookie": blue_cookie})
+    assert resp.getheader("X-Pool") == "green"  # no new requests to a drained pool
+
+
+# -- the command line -----------------------------------------------------------------------
+
+def switchyard(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60, env=env)
+
+
+@pytest.mark.parametrize("args", [("status",), ("weights", "blue=1", "green=0"),
+                                  ("cutover", "green"), ("rollback",)])
+def test_cli_exits_3_when_the_admin_socket_does_not_exist(tmp_path, args):
+    result = switchyard(*args, "--socket", str(tmp_path / "missing.sock"))
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "missing.sock" in result.stderr
+
+
+def test_cli_exits_3_when_nobody_listens_on_the_socket(tmp_path):
+    path = str(tmp_path / "stale.sock")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(path)  # a socket file left behind by a dead process
+    assert switchyard("status", "--socket", path).returncode == 3
+
+
+@pytest.mark.parametrize("args", [
+    ("weights", "blue"),
+    ("weights",),
+    ("cutover",),
+    ("drain",),
+    ("frobnicate",),
+    ("status", "--bogus"),
+])
+def test_cli_usage_errors_exit_2(proxy, args):
+    before = proxy.status()
+    result = proxy.cli(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert routing(proxy.status()) == routing(before)
+
+
+def test_cli_refusals_exit_1(proxy):
+    assert proxy.cli("weights", "blue=0", "green=0").returncode == 1
+    assert proxy.cli("weights", "blue=1", "red=1").returncode == 1
+    assert proxy.cli("cutover", "red").returncode == 1
+
+
+def test_human_status_is_a_table(proxy):
+    result = proxy.cli("status", check=True)
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("POOL"))
+    assert header.split()[:3] == ["POOL", "WEIGHT", "HEALTH"]
+    body = lines[lines.index(header) + 1:]
+    body = body[:body.index("")] if "" in body else body  # the pool table ends at a blank line
+    rows = {line.split()[0]: line.split() for line in body}
+    assert set(rows) == {"blue", "green"}
+    assert rows["blue"][1] == "100" and rows["green"][1] == "0"
+
+
+def test_json_status_and_mutations_print_the_admin_answer(proxy):
+    data = json.loads(proxy.cli("status", "--json", check=True).stdout)
+    assert {"generation", "weights", "previous", "pools", "rollout"} <= set(data)
+    pool = data["pools"]["blue"]
+    assert {"healthy", "weight", "inflight", "requests", "errors", "upstreams"} <= set(pool)
+    assert set(pool["upstreams"][0]) >= {"address", "healthy", "inflight"}
+
+    changed = json.loads(proxy.cli("weights", "blue=90", "green=10", "--json", check=True).stdout)
+    assert changed["weights"] == {"blue": 90, "green": 10}
+    assert changed["generation"] == data["generation"] + 1
+    refused = proxy.cli("weights", "blue=0", "green=0", "--json")
+    assert refused.returncode == 1 and "error" in json.loads(refused.stdout)
+
+
+def test_cli_finds_the_socket_by_env_then_config(proxy):
+    env = dict(os.environ, SWITCHYARD_SOCKET=proxy.admin)
+    assert switchyard("status", "--json", env=env).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHYARD_SOCKET"}
+    result = switchyard("status", "--json", "-c", proxy.config_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["weights"] == BLUE_ONLY
