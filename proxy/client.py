@@ -10,6 +10,7 @@ slowly we stop reading the upstream instead of buffering.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -115,15 +116,18 @@ class ClientConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgrade_requested(data[exc.args[0]:])
+            return
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._reject(cause if isinstance(cause, ProxyError) else BadRequestError(repr(cause)))
         except httptools.HttpParserError as exc:
-            message = str(exc)
-            if "version" in message.lower():
-                self._reject(VersionNotSupportedError(message))
-            else:
-                self._reject(BadRequestError(message))
+            self._reject(_parse_error(str(exc), data))
+            return
+        if self.reading is not None and data.endswith(b"\r\n") and \
+                self.parser.get_http_version() == "0.0":
+            # A request line ended without a version (HTTP/0.9): llhttp would
+            # wait for more, we answer now.
+            self._reject(BadRequestError("request line without HTTP version"))
 
     def _upgrade_requested(self, rest: bytes) -> None:
         """llhttp stopped after a request with Upgrade; what now depends on the kind."""
@@ -191,7 +195,9 @@ class ClientConnection(asyncio.Protocol):
         self.head_size += len(name) + len(value) + 4
         if self.head_size > self.plane.max_header:
             raise HeaderTooLargeError(f"request head over {self.plane.max_header} bytes")
-        self.reading.headers.append((name, value))
+        # llhttp strips leading whitespace from values; RFC 9110 5.5 excludes
+        # the trailing kind too.
+        self.reading.headers.append((name, value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
         req = self.reading
@@ -459,3 +465,13 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.close()
             return True
         return False
+
+
+_VERSION_LINE = re.compile(rb"HTTP/[0-9]\.[0-9]\r\n")
+
+
+def _parse_error(message: str, data: bytes) -> ProxyError:
+    """llhttp's complaint as a status: 505 only for a well-formed, unsupported version."""
+    if message == "Invalid HTTP version" and _VERSION_LINE.search(data):
+        return VersionNotSupportedError(message)
+    return BadRequestError(message)

@@ -82,12 +82,15 @@ def check_transfer_encoding(value: bytes, version: str) -> None:
     if version != "1.1":
         raise BadRequestError("Transfer-Encoding on HTTP/1.0")
     codings = [c.strip().lower() for c in value.split(b",")]
-    if codings[-1] != b"chunked":
+    chunked = codings.count(b"chunked")
+    if chunked > 1:
+        raise BadRequestError("chunked applied twice")
+    if chunked and codings[-1] != b"chunked":
         raise BadRequestError("chunked must be the last transfer coding")
-    if len(codings) > 1:
-        if codings.count(b"chunked") > 1:
-            raise BadRequestError("chunked applied twice")
-        raise MethodNotImplementedError(f"transfer coding {codings[0][:32]!r}")
+    if len(codings) > 1 or not chunked:
+        # RFC 9112 6.1: a coding we do not understand is 501, not 400.
+        unknown = next(c for c in codings if c != b"chunked")
+        raise MethodNotImplementedError(f"transfer coding {unknown[:32]!r}")
 
 
 def origin_form(method: bytes, target: bytes) -> tuple[bytes, bytes | None]:
