@@ -128,10 +128,8 @@ class AdminServer:
         expected = parse_if_match(request.headers.get("If-Match"))
         self.controller.check_generation(expected)
         if cmd.steps is not None:
-            start = getattr(self.controller, "start_rollout", None)
-            if start is None:
-                return _error(501, "progressive rollouts are not available")
-            return self._state_response(await start(cmd, self._caller(request)), status=202)
+            result = await self.controller.start_rollout(cmd, self._caller(request), expected)
+            return self._state_response(result, status=202)
         result = await self.controller.cutover(cmd, self._caller(request), expected)
         return self._state_response(result)
 
@@ -173,7 +171,11 @@ class AdminServer:
     async def get_events(self, request: web.Request) -> web.Response:
         if self.events is None:
             return _error(404, "events are not available")
-        return web.json_response({"events": self.events()})
+        try:
+            limit = int(request.query.get("limit", "0")) or None
+        except ValueError:
+            return _error(400, "limit: expected an integer")
+        return web.json_response({"events": self.events(limit)})
 
     # -- helpers -------------------------------------------------------------------
 

@@ -2,27 +2,37 @@
 
 A change is computed as a new `RoutingTable`, saved to the state file, and
 only then swapped into the data plane: a failed save changes nothing.  A
-cutover first waits, for a bounded time, until its target is healthy.
+cutover first waits, for a bounded time, until its target is healthy; a
+progressive one then runs its steps on the proxy's own clock, so it goes on
+when the CLI that started it goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from .commands import ConflictError, Cutover, Drain, PreconditionError, Weights
+from .events import EventLog
 from .plane import DataPlane, table_from
+from .rollout import CANCELLED, COMPLETED, HELD, ROLLED_BACK, RUNNING, Rollout, judge
 from .router import RoutingTable
 from .state import SavedState, save
+from .stats import Snapshot, Window
+
+TICK = 0.5  # how often a running rollout is judged
 
 
 class Controller:
-    def __init__(self, plane: DataPlane, state_file: str, log) -> None:
+    def __init__(self, plane: DataPlane, state_file: str, events: EventLog) -> None:
         self.plane = plane
         self.state_file = state_file
-        self.log = log
-        self.rollout: dict[str, Any] | None = None
+        self.events = events
+        self.rollout: Rollout | None = None
+        self._rollout_task: asyncio.Task | None = None
+        self._step_marks: tuple[Snapshot, Snapshot] | None = None
 
     @property
     def table(self) -> RoutingTable:
@@ -43,7 +53,7 @@ class Controller:
             "previous": table.previous,
             "pools": self.plane.status(),
             "grace": {p: round(t - now, 1) for p, t in table.grace_until.items() if t > now},
-            "rollout": self.rollout,
+            "rollout": None if self.rollout is None else self.rollout.to_json(time.time()),
             "draining": self.plane.draining,
         }
 
@@ -54,18 +64,23 @@ class Controller:
 
     # -- changes -------------------------------------------------------------------
 
-    def set_weights(self, cmd: Weights, caller: dict) -> dict:
+    def set_weights(self, cmd: Weights, caller: dict, event: str = "weights_changed") -> dict:
+        """New weights by hand; cancels a rollout in progress."""
+        self._cancel_rollout("weights set by hand")
+        self._set(cmd.weights, event, caller)
+        return self.status()
+
+    def _set(self, weights: dict[str, int], event: str, caller: dict, **why) -> None:
         table = self.table
         now = self.plane.loop.time()
         new = table_from(
-            cmd.weights,
+            weights,
             generation=table.generation + 1,
-            previous=_previous_after(table, cmd.weights),
+            previous=_previous_after(table, weights),
             epochs=dict(table.epochs),
-            grace_until=_grace_after(table, cmd.weights, now, self._grace()),
+            grace_until=_grace_after(table, weights, now, self.plane.config.sticky.grace),
         )
-        self._apply(new, "weights_changed", caller)
-        return self.status()
+        self._apply(new, event, caller, **why)
 
     async def cutover(self, cmd: Cutover, caller: dict, expected: int | None) -> dict:
         """All new traffic to `cmd.to` once it is healthy; 409 if it does not become so."""
@@ -74,14 +89,16 @@ class Controller:
         # The wait yielded to the loop: another operator may have moved on.
         self.check_generation(expected)
         weights = {p: (100 if p == cmd.to else 0) for p in self.pools}
-        return self.set_weights(Weights(weights), caller)
+        return self.set_weights(Weights(weights), caller, event="cutover")
 
-    def rollback(self, caller: dict) -> dict:
+    def rollback(self, caller: dict, reason: str = "") -> dict:
         """All weight back to `previous` at once; cookies for the pools left stop working."""
         table = self.table
         back = table.previous
         if back is None or back not in table.weights:
             raise ConflictError("nothing to roll back to: no previous pool")
+        if self.rollout is not None and self.rollout.active:
+            self._end_rollout(ROLLED_BACK, reason or "rolled back by hand")
         epochs = dict(table.epochs)
         for pool, weight in table.weights.items():
             if pool != back and weight > 0:
@@ -93,62 +110,190 @@ class Controller:
             epochs=epochs,
             grace_until={},
         )
-        self.rollout = None
-        self._apply(new, "rolled_back", caller)
+        self._apply(new, "rolled_back", caller, reason=reason or "by hand")
         return self.status()
 
     def drain(self, cmd: Drain, caller: dict) -> dict:
-        """No new requests (sticky or not) to the pool; in-flight ones finish there."""
+        """No new requests (sticky or not) to the pool; in-flight ones finish there.
+
+        Open WebSockets to the pool are closed after `timeouts.drain`.
+        """
         table = self.table
         weights = dict(table.weights)
         weights[cmd.pool] = 0
         if not any(weights.values()):
             raise ConflictError(f"cannot drain {cmd.pool}: no other pool has weight")
+        self._cancel_rollout(f"pool {cmd.pool} drained")
         grace = {p: t for p, t in table.grace_until.items() if p != cmd.pool}
         new = table_from(weights, generation=table.generation + 1,
                          previous=_previous_after(table, weights), epochs=dict(table.epochs),
                          grace_until=grace)
-        self._apply(new, "pool_drained", caller)
+        self._apply(new, "pool_drained", caller, pool=cmd.pool)
+        self.plane.loop.call_later(self.plane.config.timeouts.drain, self._close_tunnels, cmd.pool)
         return self.status()
+
+    def _close_tunnels(self, pool: str) -> None:
+        if self.table.weights.get(pool, 0) == 0:
+            for tunnel in [t for t in self.plane.tunnels if t.pool.name == pool]:
+                tunnel.close()
 
     async def _wait_healthy(self, pool: str) -> None:
         loop = self.plane.loop
-        deadline = loop.time() + self.plane.config.timeouts.cutover_wait
+        wait = self.plane.config.timeouts.cutover_wait
+        deadline = loop.time() + wait
         while not self.plane.pools[pool].healthy:
             if loop.time() >= deadline:
-                raise ConflictError(
-                    f"pool {pool} is not healthy after "
-                    f"{self.plane.config.timeouts.cutover_wait:g}s; nothing changed")
+                raise ConflictError(f"pool {pool} is not healthy after {wait:g}s; nothing changed")
             await asyncio.sleep(0.1)
 
-    def _grace(self) -> float:
-        return self.plane.config.sticky.grace
-
-    def _apply(self, new: RoutingTable, event: str, caller: dict) -> None:
+    def _apply(self, new: RoutingTable, event: str, caller: dict, **why) -> None:
         """Persist, then swap: the order that makes a failed save change nothing."""
         old = self.table
         save(self.state_file, saved_state(new, self.rollout))
         self.plane.set_table(new)
-        self.log.info(event, old=dict(old.weights), new=dict(new.weights),
-                      generation=new.generation, previous=new.previous, **caller)
+        self.events.emit(event, old=dict(old.weights), new=dict(new.weights),
+                         generation=new.generation, previous=new.previous, **why, **caller)
+
+    # -- progressive rollouts -----------------------------------------------------
+
+    async def start_rollout(self, cmd: Cutover, caller: dict, expected: int | None = None) -> dict:
+        """Start stepping traffic to `cmd.to`; the proxy runs it from here (202)."""
+        if self.rollout is not None and self.rollout.state == RUNNING:
+            raise ConflictError(f"a rollout to {self.rollout.target} is in progress; "
+                                "roll back or set weights first")
+        source = _main_pool(self.table.weights, exclude=cmd.to)
+        if source is None:
+            raise ConflictError(f"{cmd.to} already has all the traffic")
+        if not cmd.force:
+            await self._wait_healthy(cmd.to)
+        self.check_generation(expected)
+        defaults = self.plane.config.rollout
+        now = time.time()
+        self.rollout = Rollout(
+            target=cmd.to, source=source, steps=list(cmd.steps),
+            interval=cmd.interval or defaults.interval,
+            max_error_rate=defaults.max_error_rate if cmd.max_error_rate is None
+            else cmd.max_error_rate,
+            max_p99=cmd.max_p99 if cmd.max_p99 is not None else defaults.max_p99,
+            min_requests=cmd.min_requests or defaults.min_requests,
+            started_at=now, step_started_at=now)
+        self._enter_step(caller, "rollout_started")
+        self._rollout_task = self.plane.loop.create_task(self._run_rollout())
+        return self.status()
+
+    def _enter_step(self, caller: dict, event: str = "rollout_step") -> None:
+        r = self.rollout
+        r.step_started_at = time.time()
+        self._step_marks = (self._snapshot(r.target), self._snapshot(r.source))
+        self._set(r.weights(self.pools), event, caller, step=r.step_index + 1,
+                  percent=r.percent, to=r.target)
+
+    def _snapshot(self, pool: str) -> Snapshot:
+        p = self.plane.pools.get(pool)
+        return Snapshot.of(p) if p is not None and hasattr(p, "latency") else Snapshot.empty()
+
+    async def _run_rollout(self) -> None:
+        try:
+            while self.rollout is not None and self.rollout.state == RUNNING:
+                await asyncio.sleep(TICK)
+                if self.rollout is None or self.rollout.state != RUNNING:
+                    return
+                self._tick()
+        except Exception as exc:  # a bug here must not leave traffic half-moved silently
+            self.events.emit("rollout_failed", level="error", error=repr(exc))
+            if self.rollout is not None and self.rollout.active:
+                self.rollout.state = HELD
+                self.rollout.reason = f"internal error: {exc!r}; holding"
+
+    def _tick(self) -> None:
+        r = self.rollout
+        target_mark, source_mark = self._step_marks
+        target = Window.between(target_mark, self._snapshot(r.target))
+        source = Window.between(source_mark, self._snapshot(r.source))
+        r.window, r.baseline = target.to_json(), source.to_json()
+        verdict = judge(target, source, time.time() - r.step_started_at, r.interval,
+                        r.max_error_rate, r.max_p99, r.min_requests)
+        if verdict.action == "rollback":
+            self._auto_rollback(verdict.reason)
+        elif verdict.action == "advance":
+            self._advance()
+        else:
+            r.reason = verdict.reason
+
+    def _advance(self) -> None:
+        r = self.rollout
+        if r.step_index + 1 >= len(r.steps):
+            self._end_rollout(COMPLETED, f"all traffic on {r.target}")
+            self.persist()
+            return
+        r.step_index += 1
+        r.reason = ""
+        self._enter_step(_internal(), "rollout_step")
+
+    def _auto_rollback(self, reason: str) -> None:
+        r = self.rollout
+        why = f"step {r.step_index + 1} ({r.percent}% to {r.target}): {reason}"
+        self._end_rollout(ROLLED_BACK, why)
+        # The pool left is where traffic returns, whatever `previous` says.
+        table = self.table
+        if table.previous != r.source:
+            self.plane.set_table(table_from(dict(table.weights), table.generation,
+                                            r.source, dict(table.epochs),
+                                            dict(table.grace_until)))
+        self.rollback(_internal(), reason=f"automatic: {why}")
+
+    def _end_rollout(self, state: str, reason: str) -> None:
+        r = self.rollout
+        r.state = state
+        r.reason = reason
+        level = "warning" if state == ROLLED_BACK else "info"
+        self.events.emit(f"rollout_{state}", level=level, to=r.target, reason=reason,
+                         step=r.step_index + 1, percent=r.percent, window=r.window,
+                         baseline=r.baseline)
+
+    def _cancel_rollout(self, reason: str) -> None:
+        if self.rollout is not None and self.rollout.active:
+            self._end_rollout(CANCELLED, reason)
+
+    # -- state ---------------------------------------------------------------------
 
     def restore(self, saved: SavedState) -> None:
-        self.rollout = saved.rollout
         self.plane.set_table(table_from(saved.weights, saved.generation, saved.previous,
                                         saved.epochs))
+        if saved.rollout:
+            self.rollout = Rollout.from_json(saved.rollout)
+            if self.rollout.active:
+                # We cannot know what happened while we were down: hold, and say so.
+                self.rollout.state = HELD
+                self.rollout.reason = (
+                    f"proxy restarted during step {self.rollout.step_index + 1} "
+                    f"({self.rollout.percent}% to {self.rollout.target}); holding there: "
+                    "run the cutover again to continue, or roll back")
+                self.events.emit("rollout_held", level="warning", reason=self.rollout.reason)
 
     def persist(self) -> None:
         save(self.state_file, saved_state(self.table, self.rollout))
 
+    async def close(self) -> None:
+        if self._rollout_task is not None:
+            self._rollout_task.cancel()
+            await asyncio.gather(self._rollout_task, return_exceptions=True)
 
-def saved_state(table: RoutingTable, rollout: dict | None) -> SavedState:
+
+def saved_state(table: RoutingTable, rollout: Rollout | None) -> SavedState:
     return SavedState(
         generation=table.generation,
         weights=dict(table.weights),
         previous=table.previous,
         epochs=dict(table.epochs),
-        rollout=rollout,
+        rollout=None if rollout is None else rollout.to_json(),
     )
+
+
+def _main_pool(weights, exclude: str) -> str | None:
+    """The pool with the most weight other than `exclude` (the one a rollout leaves)."""
+    candidates = [(w, p) for p, w in weights.items() if p != exclude and w > 0]
+    return max(candidates)[1] if candidates else None
 
 
 def _previous_after(table: RoutingTable, weights: dict[str, int]) -> str | None:
@@ -157,11 +302,11 @@ def _previous_after(table: RoutingTable, weights: dict[str, int]) -> str | None:
     When traffic starts leaving a pool that held all of it, that pool becomes
     the rollback target; while traffic is split, the target stays.
     """
-    old = {p: w for p, w in table.weights.items() if w > 0}
-    new = {p: w for p, w in weights.items() if w > 0}
-    if len(old) == 1 and set(new) != set(old):
+    old = {p for p, w in table.weights.items() if w > 0}
+    new = {p for p, w in weights.items() if w > 0}
+    if len(old) == 1 and new != old:
         return next(iter(old))
-    if table.previous is not None and set(new) == {table.previous}:
+    if table.previous is not None and new == {table.previous}:
         return None  # back on the previous pool by hand: nothing left to roll back
     return table.previous
 
@@ -177,9 +322,13 @@ def _grace_after(table: RoutingTable, weights: dict[str, int], now: float,
     return out
 
 
+def _internal() -> dict[str, Any]:
+    return {"uid": os.getuid(), "pid": os.getpid(), "via": "rollout"}
+
+
 def caller_of(peer: tuple[int, int, int] | None) -> dict:
     """Log fields naming who made a change (pid, uid, gid from SO_PEERCRED)."""
     if peer is None:
-        return {"uid": os.getuid(), "pid": os.getpid(), "via": "internal"}
+        return _internal()
     pid, uid, gid = peer
     return {"uid": uid, "pid": pid, "gid": gid}

@@ -57,9 +57,10 @@ class HealthState:
 class HealthChecker:
     """One task per upstream, checking `health.path` every `health.interval`."""
 
-    def __init__(self, plane, log) -> None:
+    def __init__(self, plane, log, events=None) -> None:
         self.plane = plane
         self.log = log
+        self.events = events
         self._tasks: dict[object, asyncio.Task] = {}
         self._states: dict[object, HealthState] = {}
         self.checks = 0
@@ -111,8 +112,12 @@ class HealthChecker:
         up.healthy = state.healthy
         up.passive_failures = 0
         self.plane.refresh_health()
-        self.log.warning("upstream_health_changed", pool=up.pool, upstream=str(up.address),
-                         healthy=state.healthy, cause=cause, detail=detail)
+        fields = dict(pool=up.pool, upstream=str(up.address), healthy=state.healthy,
+                      cause=cause, detail=detail)
+        if self.events is not None:
+            self.events.emit("upstream_health_changed", level="warning", **fields)
+        else:
+            self.log.warning("upstream_health_changed", **fields)
         if self.plane.on_health_change is not None:
             self.plane.on_health_change(up, cause)
 

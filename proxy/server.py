@@ -22,7 +22,9 @@ from .accesslog import AccessLog
 from .admin import AdminServer
 from .client import ClientConnection
 from .control import Controller
+from .events import EventLog
 from .health import HealthChecker
+from .metrics import render as render_metrics
 from .plane import DataPlane, table_from
 from .sticky import Signer, load_or_create_secret
 from .systemd import Notifier, listen_fds
@@ -41,6 +43,7 @@ class Server:
         self.access = AccessLog(config.log.format, access_stream) if config.log.access else None
         self.plane: DataPlane | None = None
         self.controller: Controller | None = None
+        self.events: EventLog | None = None
         self.health: HealthChecker | None = None
         self.admin: AdminServer | None = None
         self._timers: list[asyncio.Task] = []
@@ -61,13 +64,16 @@ class Server:
         _ensure_dir(os.path.dirname(os.path.abspath(cfg.state_file)))
         signer = Signer(load_or_create_secret(cfg.secret_file))
         self.plane = DataPlane(loop, cfg, table_from(cfg.weights), signer, self.log, self.access)
-        self.controller = Controller(self.plane, cfg.state_file, self.log)
+        self.events = EventLog(self.log)
+        self.controller = Controller(self.plane, cfg.state_file, self.events)
         self._restore()
-        self.health = HealthChecker(self.plane, self.log)
+        self.health = HealthChecker(self.plane, self.log, self.events)
         self.plane.on_passive_failure = self.health.passive_failure
         self.health.sync()
         await self.health.check_all_once()
-        self.admin = AdminServer(self.controller, cfg, self.log, self.reload)
+        self.admin = AdminServer(self.controller, cfg, self.log, self.reload,
+                                 metrics=lambda: render_metrics(self.controller),
+                                 events=self.events.list)
         await self.admin.start()
         await self._listen(loop)
         self._install_signals(loop)
@@ -138,7 +144,7 @@ class Server:
         self.plane.apply_config(new)
         self._fit_table(new)
         self.health.sync()
-        self.log.info("config_reloaded", source=new.source, pools=list(new.pools))
+        self.events.emit("config_reloaded", source=new.source, pools=list(new.pools))
         if new.listen != old.listen or new.admin != old.admin:
             self.log.warning("reload_needs_restart", reason="listen or admin settings changed")
         self.notifier.ready("reloaded")
@@ -176,6 +182,8 @@ class Server:
             await self._drain(plane)
         for task in self._timers:
             task.cancel()
+        if self.controller is not None:
+            await self.controller.close()
         if self.health is not None:
             await self.health.close()
         if self.admin is not None:
@@ -188,6 +196,7 @@ class Server:
         if self.access is not None:
             self.access.flush()
         self.log.info("server_stopped")
+        self.notifier.close()
 
     async def _drain(self, plane: DataPlane) -> None:
         """Finish in-flight requests within timeouts.drain; close idle connections."""

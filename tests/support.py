@@ -9,6 +9,7 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,7 +49,8 @@ class ProxyProcess:
                  extra: str = "", listen: str = "127.0.0.1:0", env: dict | None = None,
                  config_text: str | None = None) -> None:
         self.dir = tmp_path
-        self.admin = str(tmp_path / "admin.sock")
+        # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be longer.
+        self.admin = os.path.join(tempfile.mkdtemp(prefix="sy-"), "admin.sock")
         self.state_file = str(tmp_path / "state.json")
         self.config_path = str(tmp_path / "switchyard.yaml")
         if config_text is None:

@@ -1,0 +1,88 @@
+"""`GET /metrics`: the Prometheus text exposition format (version 0.0.4).
+
+Rendered on demand from the counters the data plane keeps anyway; nothing
+here runs per request.
+"""
+
+from __future__ import annotations
+
+from .rollout import RUNNING
+from .stats import BOUNDS
+
+
+def render(controller) -> str:
+    plane = controller.plane
+    out: list[str] = []
+    _requests(out, plane)
+    _latency(out, plane)
+    _upstreams(out, plane)
+    _routing(out, controller)
+    return "\n".join(out) + "\n"
+
+
+def _family(out: list[str], name: str, kind: str, help_text: str) -> None:
+    out.append(f"# HELP {name} {help_text}")
+    out.append(f"# TYPE {name} {kind}")
+
+
+def _requests(out: list[str], plane) -> None:
+    _family(out, "switchyard_requests_total", "counter",
+            "Finished requests by pool and status class (error: no upstream answer).")
+    for name, pool in plane.pools.items():
+        for cls, count in pool.classes().items():
+            out.append(f'switchyard_requests_total{{pool="{name}",class="{cls}"}} {count}')
+    _family(out, "switchyard_errors_total", "counter",
+            "Requests that failed: 5xx from the upstream, refused connects, timeouts.")
+    for name, pool in plane.pools.items():
+        out.append(f'switchyard_errors_total{{pool="{name}"}} {pool.errors}')
+    _family(out, "switchyard_inflight_requests", "gauge", "Requests being answered now.")
+    for name, pool in plane.pools.items():
+        out.append(f'switchyard_inflight_requests{{pool="{name}"}} {pool.inflight}')
+    _family(out, "switchyard_client_connections", "gauge", "Open client connections.")
+    out.append(f"switchyard_client_connections {len(plane.clients)}")
+    _family(out, "switchyard_websockets", "gauge", "Open WebSocket tunnels.")
+    out.append(f"switchyard_websockets {len(plane.tunnels)}")
+
+
+def _latency(out: list[str], plane) -> None:
+    _family(out, "switchyard_request_duration_seconds", "histogram",
+            "Time from the whole request received to the whole response sent, per pool.")
+    for name, pool in plane.pools.items():
+        hist = getattr(pool, "latency", None)
+        if hist is None:
+            continue
+        cumulative = 0
+        for bound, count in zip((*BOUNDS, None), hist.counts):
+            cumulative += count
+            le = "+Inf" if bound is None else repr(bound)
+            out.append(f'switchyard_request_duration_seconds_bucket{{pool="{name}",le="{le}"}} '
+                       f"{cumulative}")
+        out.append(f'switchyard_request_duration_seconds_sum{{pool="{name}"}} {hist.sum}')
+        out.append(f'switchyard_request_duration_seconds_count{{pool="{name}"}} {hist.total}')
+
+
+def _upstreams(out: list[str], plane) -> None:
+    _family(out, "switchyard_upstream_healthy", "gauge", "1 when the upstream passes checks.")
+    for name, pool in plane.pools.items():
+        for up in pool.upstreams:
+            out.append(f'switchyard_upstream_healthy{{pool="{name}",upstream="{up.label}"}} '
+                       f"{int(up.healthy)}")
+    _family(out, "switchyard_pool_healthy", "gauge", "1 when at least one upstream is healthy.")
+    for name, pool in plane.pools.items():
+        out.append(f'switchyard_pool_healthy{{pool="{name}"}} {int(pool.healthy)}')
+
+
+def _routing(out: list[str], controller) -> None:
+    table = controller.table
+    _family(out, "switchyard_pool_weight", "gauge", "Current routing weight.")
+    for name, weight in table.weights.items():
+        out.append(f'switchyard_pool_weight{{pool="{name}"}} {weight}')
+    _family(out, "switchyard_generation", "gauge", "Routing state generation.")
+    out.append(f"switchyard_generation {table.generation}")
+    _family(out, "switchyard_rollout_step", "gauge",
+            "Step of the running rollout (1-based), 0 when none runs.")
+    r = controller.rollout
+    running = r is not None and r.state == RUNNING
+    out.append(f"switchyard_rollout_step {r.step_index + 1 if running else 0}")
+    _family(out, "switchyard_rollout_percent", "gauge", "Share of traffic the rollout gives its target.")
+    out.append(f"switchyard_rollout_percent {r.percent if running else 0}")
