@@ -231,6 +231,9 @@ class DataPlane:
                     for u in pool.upstreams
                 ],
             }
+            if hasattr(pool, "latency"):
+                # Per-bucket counts (stats.BOUNDS): `top` turns two of these into p50/p99.
+                pools[name]["latency"] = list(pool.latency.counts)
         return pools
 
     def inflight(self) -> int:
