@@ -198,7 +198,8 @@ async def follow_rollout(client: AdminClient, args, poll: float = 1.0) -> int:
         if line != last:
             print(line, flush=True)
             last = line
-        if rollout is None or rollout.get("state") in ("completed", "rolled_back", "cancelled"):
+        if rollout is None or rollout.get("state") in ("completed", "rolled_back", "cancelled",
+                                                       "held"):
             state = (rollout or {}).get("state", "completed")
             return EXIT_OK if state == "completed" else EXIT_REFUSED
         await asyncio.sleep(poll)

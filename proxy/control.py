@@ -190,7 +190,7 @@ class Controller:
 
     def _snapshot(self, pool: str) -> Snapshot:
         p = self.plane.pools.get(pool)
-        return Snapshot.of(p) if p is not None and hasattr(p, "latency") else Snapshot.empty()
+        return Snapshot.of(p) if p is not None else Snapshot.empty()
 
     async def _run_rollout(self) -> None:
         try:

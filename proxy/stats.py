@@ -59,7 +59,9 @@ class Snapshot:
 
     @classmethod
     def of(cls, pool) -> Snapshot:
-        return cls(pool.requests, pool.errors, tuple(pool.latency.counts))
+        hist = getattr(pool, "latency", None)
+        counts = tuple(hist.counts) if hist is not None else (0,) * (len(BOUNDS) + 1)
+        return cls(pool.requests, pool.errors, counts)
 
     @classmethod
     def empty(cls) -> Snapshot:

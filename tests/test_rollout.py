@@ -1,0 +1,207 @@
+"""Progressive cutover under real traffic: it completes, or rolls itself back."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .support import ProxyProcess, RecordingUpstream, wait_for
+
+
+def answering(pool: str, status: int = 200, delay: float = 0.0):
+    body = f"{pool}\n".encode()
+
+    def respond(request: bytes):
+        if delay:
+            time.sleep(delay)
+        return (b"HTTP/1.1 %d X\r\nX-Pool: %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (status, pool.encode(), len(body), body))
+    return respond
+
+
+class Traffic:
+    """Cookie-less GETs from a few threads, counted by pool and status, bounded in time."""
+
+    def __init__(self, port: int, threads: int = 4, duration: float = 60.0) -> None:
+        self.port = port
+        self.counts: dict[tuple[str, int], int] = {}
+        self.lock = threading.Lock()
+        self.stop_at = time.monotonic() + duration
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            while not self.stopped.is_set() and time.monotonic() < self.stop_at:
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                resp.read()
+                key = (resp.getheader("X-Pool") or "-", resp.status)
+                with self.lock:
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                time.sleep(0.002)
+        finally:
+            conn.close()
+
+    def stop(self) -> dict:
+        self.stopped.set()
+        for t in self.threads:
+            t.join(timeout=15)
+        return dict(self.counts)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    blue = RecordingUpstream(answering("blue"))
+    green = RecordingUpstream(answering("green"))
+    proxy = ProxyProcess(tmp_path, {"blue": [blue.address], "green": [green.address]},
+                         {"blue": 100, "green": 0}).start()
+    yield proxy, blue, green
+    proxy.stop()
+    blue.close()
+    green.close()
+
+
+def rollout(proxy) -> dict | None:
+    return proxy.status()["rollout"]
+
+
+def test_failing_green_is_rolled_back_automatically_with_the_reason(setup):
+    proxy, blue, green = setup
+    green.respond = answering("green", status=500)
+    traffic = Traffic(proxy.port)
+    try:
+        result = proxy.cli("cutover", "green", "--steps", "10,50,100", "--interval", "2s",
+                           "--max-error-rate", "1%", "--min-requests", "20", "--wait")
+    finally:
+        counts = traffic.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rolled back" in result.stdout
+    state = rollout(proxy)
+    assert state["state"] == "rolled_back" and state["step_index"] == 0
+    assert "error rate 100.00% over 1.00%" in state["reason"]
+    status = proxy.status()
+    assert status["weights"] == {"blue": 100, "green": 0}
+    assert counts.get(("green", 500), 0) > 0  # green really got its 10 %
+    events = json.loads(proxy.cli("status", "--json").stdout)  # still answering
+    assert events["generation"] >= 2
+    names = [e["event"] for e in admin_get(proxy, "/events")["events"]]
+    assert "rollout_started" in names and "rollout_rolled_back" in names and "rolled_back" in names
+
+
+def test_healthy_green_completes_every_step(setup):
+    proxy, blue, green = setup
+    traffic = Traffic(proxy.port)
+    try:
+        result = proxy.cli("cutover", "green", "--steps", "25,50,100", "--interval", "1s",
+                           "--max-error-rate", "1%", "--min-requests", "10", "--wait")
+    finally:
+        counts = traffic.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    state = rollout(proxy)
+    assert state["state"] == "completed" and state["percent"] == 100
+    assert proxy.status()["weights"] == {"blue": 0, "green": 100}
+    assert all(status == 200 for (_, status) in counts)
+    steps = [e for e in admin_get(proxy, "/events")["events"] if e["event"] == "rollout_step"]
+    assert [e["percent"] for e in steps] == [50, 100]
+
+
+def test_p99_guard_rolls_back_a_slow_green(setup):
+    proxy, blue, green = setup
+    green.respond = answering("green", delay=0.3)
+    traffic = Traffic(proxy.port, threads=6)
+    try:
+        result = proxy.cli("cutover", "green", "--steps", "20,100", "--interval", "3s",
+                           "--max-error-rate", "5%", "--max-p99", "100ms",
+                           "--min-requests", "10", "--wait")
+    finally:
+        traffic.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "p99" in rollout(proxy)["reason"]
+    assert proxy.status()["weights"] == {"blue": 100, "green": 0}
+
+
+def test_restart_mid_rollout_holds_at_its_step(setup, tmp_path):
+    proxy, blue, green = setup
+    started = proxy.cli("cutover", "green", "--steps", "30,100", "--interval", "10m", "--json")
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["rollout"]["state"] == "running"
+    assert proxy.stop() == 0
+    with open(proxy.config_path) as f:
+        again = ProxyProcess(tmp_path, {}, {}, config_text=f.read())
+    again.admin = proxy.admin
+    again.start()
+    try:
+        state = again.status()
+        assert state["weights"] == {"blue": 70, "green": 30}
+        assert state["rollout"]["state"] == "held"
+        assert "restarted" in state["rollout"]["reason"]
+        # Rolling back ends it.
+        assert again.cli("rollback").returncode == 0
+        assert again.status()["weights"] == {"blue": 100, "green": 0}
+        assert again.status()["rollout"]["state"] == "rolled_back"
+    finally:
+        again.stop()
+
+
+def test_new_weights_cancel_a_running_rollout(setup):
+    proxy, blue, green = setup
+    proxy.cli("cutover", "green", "--steps", "30,100", "--interval", "10m", check=True)
+    proxy.cli("weights", "blue=90", "green=10", check=True)
+    assert rollout(proxy)["state"] == "cancelled"
+    assert proxy.status()["weights"] == {"blue": 90, "green": 10}
+
+
+def test_metrics_parse_as_prometheus_text(setup):
+    proxy, blue, green = setup
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+    for _ in range(20):
+        conn.request("GET", "/")
+        conn.getresponse().read()
+    conn.close()
+    text = admin_get(proxy, "/metrics", raw=True)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = {(s.labels["pool"], s.labels["class"]): s.value
+                for s in families["switchyard_requests"].samples}
+    assert requests[("blue", "2xx")] == 20
+    assert "switchyard_request_duration_seconds" in families
+    assert "switchyard_upstream_healthy" in families
+    assert [s.value for s in families["switchyard_generation"].samples] == [0]
+    assert [s.value for s in families["switchyard_rollout_step"].samples] == [0]
+
+
+def admin_get(proxy, path: str, raw: bool = False):
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(proxy.admin)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b"chunked" in head.lower():
+        body = _dechunk(body)
+    return body.decode() if raw else json.loads(body)
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size, _, body = body.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            break
+        out += body[:n]
+        body = body[n + 2:]
+    return out
