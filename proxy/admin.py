@@ -213,9 +213,19 @@ async def _json(request: web.Request, optional: bool = False) -> Any:
             return {}
         raise CommandError("expected a JSON body")
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CommandError(f"invalid JSON: {exc}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object; a key given twice is an error, not "the last one wins"."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} given twice")
+        out[key] = value
+    return out
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -196,7 +196,8 @@ def parse_if_match(header: str | None) -> int | None:
         return None
     value = header.strip()
     if value.startswith("W/"):
-        value = value[2:]
+        # If-Match compares strongly (RFC 9110 13.1.1): a weak tag never matches.
+        raise PreconditionError("If-Match: a weak entity tag never matches")
     value = value.strip('"')
     if not value.isdigit():
         raise CommandError(f"If-Match: expected \"<generation>\", got {header!r}")

@@ -96,6 +96,8 @@ class Controller:
         table = self.table
         back = table.previous
         if back is None or back not in table.weights:
+            if self._graced(table):
+                return self._end_grace(caller)
             raise ConflictError("nothing to roll back to: no previous pool")
         if self.rollout is not None and self.rollout.active:
             self._end_rollout(ROLLED_BACK, reason or "rolled back by hand")
@@ -111,6 +113,21 @@ class Controller:
             grace_until={},
         )
         self._apply(new, "rolled_back", caller, reason=reason or "by hand")
+        return self.status()
+
+    def _graced(self, table: RoutingTable) -> list[str]:
+        now = self.plane.loop.time()
+        return [p for p, t in table.grace_until.items() if t > now]
+
+    def _end_grace(self, caller: dict) -> dict:
+        """Rollback with traffic already back on one pool: end the grace at once."""
+        table = self.table
+        epochs = dict(table.epochs)
+        for pool in self._graced(table):
+            epochs[pool] = epochs.get(pool, 0) + 1
+        new = table_from(dict(table.weights), generation=table.generation + 1,
+                         previous=None, epochs=epochs, grace_until={})
+        self._apply(new, "rolled_back", caller, reason="grace ended")
         return self.status()
 
     def drain(self, cmd: Drain, caller: dict) -> dict:

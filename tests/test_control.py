@@ -187,7 +187,7 @@ def test_load_client_counts_every_failure_and_retries_only_a_reused_connection()
     upstream = RecordingUpstream(lambda req: next(script))
     try:
         with LoadClient(upstream.port, connections=1, max_requests=7) as load:
-            wait_for(lambda: load.ok + len(load.result().failures) >= 7, what="7 outcomes")
+            wait_for(lambda: load.result().requests >= 7, what="7 outcomes")
             result = load.stop()
     finally:
         upstream.close()
@@ -343,6 +343,14 @@ def test_tester_header_from_a_trusted_address_reaches_a_pool_of_weight_zero(prox
     assert resp.getheader("X-Pool") == "blue"  # only the testers see green
 
 
+def test_tester_header_from_an_untrusted_address_is_ignored(start_proxy):
+    proxy = start_proxy(extra='tester: {trusted: ["10.0.0.0/8"]}\n')
+    conn = open_conn(proxy.port)
+    for _ in range(20):
+        resp, _ = get(conn, headers={"X-Switchyard-Pool": "green"})
+        assert resp.getheader("X-Pool") == "blue"
+
+
 def test_tester_cookie_from_the_cli_reaches_a_pool_of_weight_zero(proxy):
     result = proxy.cli("tester-cookie", "green", check=True)
     cookie = result.stdout.strip().splitlines()[0]
@@ -447,13 +455,16 @@ def test_two_writers_with_the_same_generation_exactly_one_wins(proxy):
 
 # -- who may use the admin socket -----------------------------------------------------------
 
-def as_nobody(directory, name: str, request: bytes) -> bytes:
-    """Connect to `directory/name` from a child that setuid()s to nobody; what it read.
+def as_nobody(path: str, request: bytes) -> bytes:
+    """Connect to the socket at `path` from a child that setuid()s to nobody; what it read.
 
-    The child changes into the directory while still root and connects by the
-    relative name: only the socket's own directory (tmp_path, made 0711 by the
-    test) and the socket file are checked, not pytest's 0700 parent dirs.
+    The socket's directory is made searchable (0711); the child changes into
+    it while still root and connects by the relative name, so only that
+    directory and the socket file itself are checked, not private (0700)
+    directories further up such as pytest's.
     """
+    directory, name = os.path.split(path)
+    os.chmod(directory, 0o711)
     r, w = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
@@ -477,7 +488,6 @@ def as_nobody(directory, name: str, request: bytes) -> bytes:
         finally:
             os._exit(0)
     os.close(w)
-    out = b""
     with os.fdopen(r, "rb") as f:
         out = f.read()
     os.waitpid(pid, 0)
@@ -491,12 +501,11 @@ def world_open_admin(text: str) -> str:
     return re.sub(r"admin: \{socket: ([^}]*)\}", r'admin: {socket: \1, mode: "0666"}', text)
 
 
-def test_a_foreign_uid_is_refused_with_403_and_logged(start_proxy, tmp_path):
-    os.chmod(tmp_path, 0o711)
+def test_a_foreign_uid_is_refused_with_403_and_logged(start_proxy):
     proxy = start_proxy(edit=world_open_admin)
     assert stat.S_IMODE(os.stat(proxy.admin).st_mode) == 0o666
 
-    out = as_nobody(tmp_path, "admin.sock", STATUS_REQUEST)
+    out = as_nobody(proxy.admin, STATUS_REQUEST)
     assert out.startswith(b"ok\n"), out
     (status, headers, body), = parse_responses(out[3:])
     assert status == 403
@@ -506,19 +515,17 @@ def test_a_foreign_uid_is_refused_with_403_and_logged(start_proxy, tmp_path):
     assert proxy.status()["generation"] == 0  # and root still gets in
 
 
-def test_a_configured_uid_is_let_in(start_proxy, tmp_path):
-    os.chmod(tmp_path, 0o711)
+def test_a_configured_uid_is_let_in(start_proxy):
     proxy = start_proxy(edit=lambda text: world_open_admin(text).replace(
         'mode: "0666"', f'mode: "0666", uids: [{NOBODY}]'))
-    out = as_nobody(tmp_path, "admin.sock", STATUS_REQUEST)
+    out = as_nobody(proxy.admin, STATUS_REQUEST)
     (status, _, body), = parse_responses(out[3:])
     assert status == 200 and json.loads(body)["weights"] == BLUE_ONLY
 
 
-def test_admin_socket_defaults_to_0600_and_others_cannot_connect(proxy, tmp_path):
-    os.chmod(tmp_path, 0o711)
+def test_admin_socket_defaults_to_0600_and_others_cannot_connect(proxy):
     assert stat.S_IMODE(os.stat(proxy.admin).st_mode) == 0o600
-    out = as_nobody(tmp_path, "admin.sock", STATUS_REQUEST)
+    out = as_nobody(proxy.admin, STATUS_REQUEST)
     assert out.startswith(b"error\nPermissionError"), out
 
 
@@ -641,6 +648,22 @@ def test_cookies_survive_a_restart_and_disowned_ones_stay_disowned(start_proxy):
     assert served == {"blue", "green"}
 
 
+def test_a_state_file_naming_other_pools_is_reported_and_the_config_weights_used(
+        start_proxy, tmp_path, pools):
+    proxy = start_proxy()
+    proxy.cli("weights", "blue=10", "green=90", check=True)
+    proxy.stop()
+
+    blue, green = pools
+    renamed = ProxyProcess(tmp_path, {"blue": [blue.address], "teal": [green.address]},
+                           {"blue": 30, "teal": 70}).start()
+    try:
+        assert renamed.status()["weights"] == {"blue": 30, "teal": 70}
+        assert renamed.events("state_not_restored")
+    finally:
+        renamed.stop()
+
+
 def _limit_file_size(proxy, state_dir):
     soft, hard = resource.prlimit(proxy.proc.pid, resource.RLIMIT_FSIZE)
     resource.prlimit(proxy.proc.pid, resource.RLIMIT_FSIZE, (0, hard))  # like a full disk
@@ -689,11 +712,13 @@ def test_a_failed_state_save_answers_5xx_and_changes_nothing(start_proxy, tmp_pa
 def test_an_invalid_reload_is_refused_naming_the_key_and_changes_nothing(proxy):
     proxy.cli("weights", "blue=50", "green=50", check=True)
     before = proxy.status()
-    edit_config(proxy, lambda text: text.replace("green: {upstreams:", "green: {weight: 5, upstreams:"))
+    text = edit_config(proxy, lambda text: text.replace("green: {upstreams:",
+                                                         "green: {weight: 5, upstreams:"))
+    line = next(n for n, l in enumerate(text.splitlines(), 1) if "weight: 5" in l)
 
     result = proxy.cli("reload")
     assert result.returncode == 1, (result.stdout, result.stderr)
-    assert "pools.green.weight" in result.stderr
+    assert "pools.green.weight" in result.stderr and f":{line}:" in result.stderr, result.stderr
     after = proxy.status()
     assert routing(after) == routing(before)
     assert after["pools"]["green"]["upstreams"] == before["pools"]["green"]["upstreams"]
