@@ -1,0 +1,98 @@
+"""The `switchyard` command itself: check, help, exit codes, and the demo."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from .support import ROOT, wait_for
+
+VERBS = ("serve", "check", "status", "weights", "cutover", "rollback", "drain", "reload",
+         "top", "demo")
+
+
+def switchyard(*args: str, cwd: str = ROOT, env: dict | None = None, timeout: float = 60):
+    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})
+
+
+def test_help_lists_every_command():
+    result = switchyard("--help")
+    assert result.returncode == 0
+    for verb in VERBS:
+        assert re.search(rf"\b{verb}\b", result.stdout), verb
+
+
+def test_check_accepts_the_example_config():
+    result = switchyard("check", "-c", os.path.join(ROOT, "config", "switchyard.example.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_names_key_path_and_line_and_exits_1(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "listen: ['127.0.0.1:8080']\n"
+        "pools:\n"
+        "  blue: {upstreams: ['127.0.0.1:9501']}\n"
+        "  green:\n"
+        "    upstreams:\n"
+        "      - 127.0.0.1:9502\n"
+        "      - 127.0.0.1:99999\n"
+        "timeouts: {client_hedaer: 5s}\n")
+    result = switchyard("check", "-c", str(path))
+    assert result.returncode == 1
+    assert re.search(r"bad\.yaml:7: pools\.green\.upstreams\[1\]: .*port", result.stderr), result.stderr
+    assert re.search(r"bad\.yaml:8: timeouts\.client_hedaer: unknown key", result.stderr)
+
+
+def test_usage_errors_exit_2():
+    assert switchyard("serve").returncode == 2            # -c is required
+    assert switchyard("weights").returncode == 2          # POOL=WEIGHT required
+    assert switchyard("weights", "blue").returncode == 2  # malformed
+    assert switchyard("frobnicate").returncode == 2
+
+
+def test_unreachable_admin_socket_exits_3(tmp_path):
+    result = switchyard("status", "--socket", str(tmp_path / "nope.sock"))
+    assert result.returncode == 3
+    assert "cannot reach" in result.stderr
+
+
+def test_socket_is_found_from_the_environment(tmp_path):
+    result = switchyard("status", env={"SWITCHYARD_SOCKET": str(tmp_path / "env.sock")})
+    assert result.returncode == 3 and "env.sock" in result.stderr
+
+
+def test_demo_serves_prints_the_status_line_and_stops_on_ctrl_c(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "demo", "--port", "18480"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("switchyard status" in l for l in lines):
+            lines.append(proc.stdout.readline())
+        banner = "".join(lines)
+        url = re.search(r"proxy\s+(http://127\.0\.0\.1:\d+/)", banner).group(1)
+        status_line = re.search(r"(SWITCHYARD_SOCKET=\S+) switchyard status", banner).group(1)
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.headers["Server"] == "Hyperf"
+            assert resp.headers["X-Pool"] == "blue"
+            assert any(c.startswith("switchyard_pool=") for c in resp.headers.get_all("Set-Cookie"))
+        sock = status_line.split("=", 1)[1]
+        status = switchyard("status", env={"SWITCHYARD_SOCKET": sock})
+        assert status.returncode == 0 and "blue" in status.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=40)
+    assert proc.returncode == 0, err[-2000:]
+    # Everything it wrote is under ./run/.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    wait_for(lambda: not os.path.exists(sock), what="admin socket removed")
