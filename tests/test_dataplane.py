@@ -371,3 +371,33 @@ def test_access_log_has_one_line_per_request(proxy):
     assert line["method"] == "GET" and line["path"] == "/logged?x=1" and line["status"] == 200
     assert line["pool"] in ("blue", "green") and line["upstream"].startswith("127.0.0.1:")
     assert line["bytes"] > 0 and line["duration_ms"] >= 0
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_inflight"])
+def test_a_pool_balances_among_its_upstreams(tmp_path, balance):
+    ups = [RecordingUpstream(), RecordingUpstream()]
+    config = (
+        f"listen: ['127.0.0.1:0']\n"
+        f"state_file: {tmp_path}/state.json\n"
+        f"pools:\n"
+        f"  blue: {{upstreams: ['{ups[0].address}', '{ups[1].address}'], balance: {balance}}}\n"
+        f"  green: {{upstreams: ['{ups[0].address}']}}\n"
+        f"weights: {{blue: 100, green: 0}}\n"
+        f"health: {{path: /health, interval: 200ms, timeout: 1s}}\n")
+    p = ProxyProcess(tmp_path, {}, {}, config_text=config)
+    with open(p.config_path, "a") as f:
+        f.write(f"admin: {{socket: {p.admin}}}\n")
+    p.start()
+    try:
+        conn = open_conn(p.port)
+        for _ in range(100):
+            resp, _ = get(conn)
+            assert resp.status == 200
+        counts = [len(u.requests) for u in ups]
+        # Sequential requests: nothing is in flight when the next one is placed,
+        # so both policies rotate; neither upstream is left out.
+        assert sum(counts) == 100 and min(counts) >= 40, counts
+    finally:
+        p.stop()
+        for u in ups:
+            u.close()
