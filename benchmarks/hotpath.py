@@ -9,11 +9,11 @@ scheduler noise.  Run: python benchmarks/hotpath.py [--no-log]
 from __future__ import annotations
 
 import argparse
-import asyncio
-import io
 import os
 import sys
 import time
+
+import uvloop
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,7 +53,18 @@ class FakeTransport:
     pause_reading = resume_reading = close
 
 
-class _Sink(io.StringIO):
+class _Sink:
+    """The access log's stream: counts what it is given, keeps nothing."""
+
+    def __init__(self):
+        self.written = 0
+
+    def write(self, text):
+        self.written += len(text)
+
+    def flush(self):
+        pass
+
     def isatty(self):
         return False
 
@@ -62,7 +73,8 @@ def build(log: bool):
     cfg = config_module.from_text(
         "pools:\n  blue: {upstreams: ['127.0.0.1:1']}\n  green: {upstreams: ['127.0.0.1:2']}\n"
         "weights: {blue: 80, green: 20}\n")
-    loop = asyncio.new_event_loop()
+    # uvloop, as `switchyard serve` runs: its loop.time() is the C one.
+    loop = uvloop.new_event_loop()
     access = AccessLog("json", _Sink()) if log else None
 
     class Quiet:
@@ -86,11 +98,11 @@ def build(log: bool):
 def run(n: int, log: bool) -> float:
     plane, client, access = build(log)
     t0 = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         client.data_received(REQUEST)
         client.upstream.data_received(RESPONSE)
-        if access is not None and i % 512 == 0:
-            access.sink._lines.clear()
+    if access is not None:
+        access.flush()  # the lines still pending are part of the cost
     return (time.perf_counter() - t0) / n * 1e6
 
 

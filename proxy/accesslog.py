@@ -22,29 +22,21 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _FLUSH_LINES = 512
 
 
-class BufferedLogger:
-    """A structlog logger that appends lines to a list; `flush` writes them."""
+class SafeWriteLogger:
+    """A structlog logger that writes each message (a batch of access lines) and
+    flushes it; a closed or full log sink must not take requests down."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._lines: list[str] = []
 
     def msg(self, message: str) -> None:
-        self._lines.append(message)
-        if len(self._lines) >= _FLUSH_LINES:
-            self.flush()
+        try:
+            self._stream.write(message + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
 
     info = debug = warning = error = critical = exception = log = msg
-
-    def flush(self) -> None:
-        if self._lines:
-            self._lines.append("")
-            try:
-                self._stream.write("\n".join(self._lines))
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass  # a closed or full log sink must not take requests down
-            self._lines.clear()
 
 
 def _renderer(fmt: str, stream: TextIO):
@@ -73,55 +65,91 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
 _escape = json.encoder.encode_basestring  # a JSON string literal, quotes included
 _FIELDS = ("timestamp", "method", "path", "status", "pool", "upstream", "duration_ms",
            "bytes", "request_id", "client")
-_LINE = ('{"event":"request","timestamp":%.3f,"method":"%s","path":%s,"status":%d,"pool":%s,'
+_LINE = ('{"event":"request","timestamp":%.3f,"method":%s,"path":%s,"status":%d,"pool":%s,'
          '"upstream":%s,"duration_ms":%.3f,"bytes":%d,"request_id":%s,"client":"%s"}')
 
 
-def _render_access(_logger, _name, event: dict) -> str:
-    """The access line as JSON, formatted directly.
+class _JsonNames(dict):
+    """JSON literals of values that repeat line after line (methods, pool and upstream
+    names), escaped once each: a dict hit costs a fraction of decoding and escaping."""
+
+    def __missing__(self, value: bytes | str | None) -> str:
+        if value is None:
+            text = "null"
+        else:
+            text = _escape(value.decode("latin-1") if isinstance(value, bytes) else value)
+        if len(self) < 4096:  # methods and names are few; anything else is not kept
+            self[value] = text
+        return text
+
+
+def _render_lines(_logger, _name, event: dict) -> str:
+    """A batch of access lines as JSON, formatted directly.
 
     structlog's TimeStamper and JSONRenderer cost ~8 us a line, as much as
     the rest of the request; the fields here are fixed and mostly ours, so
-    only the client-supplied ones (path, request id) and names need escaping.
+    only the client-supplied ones (path, request id) need escaping per line.
     """
-    ts, method, path, status, pool, upstream, duration, sent, rid, client = event["line"]
-    return _LINE % (ts, method, _escape(path), status, _json_or_null(pool),
-                    _json_or_null(upstream), duration, sent, _escape(rid), client)
+    names = _NAMES
+    return "\n".join([
+        _LINE % (ts, names[method], _escape(path.decode("latin-1")), status, names[pool],
+                 names[upstream], duration * 1000, sent, _escape(rid.decode("latin-1")),
+                 client)
+        for ts, method, path, status, pool, upstream, duration, sent, rid, client
+        in event["lines"]])
 
 
-def _json_or_null(value: str | None) -> str:
-    return "null" if value is None else _escape(value)
+_NAMES = _JsonNames()
 
 
-def _expand(_logger, _name, event: dict) -> dict:
-    """For the console renderer: the line tuple as named fields."""
-    event.update(zip(_FIELDS, event.pop("line")))
-    return event
+def _console_lines(renderer):
+    """For a terminal: each line of the batch as named fields, through `renderer`."""
+    def render(logger, name, event: dict) -> str:
+        out = []
+        for line in event["lines"]:
+            fields = dict(zip(_FIELDS, line), event="request")
+            for key in ("method", "path", "request_id"):
+                fields[key] = fields[key].decode("latin-1")
+            fields["duration_ms"] *= 1000
+            out.append(renderer(logger, name, fields))
+        return "\n".join(out)
+    return render
 
 
 class AccessLog:
-    """One canonical line per request, through structlog, written in batches."""
+    """One canonical line per request, rendered through structlog in batches.
+
+    `record` only keeps the line's values; `flush` (a few times a second, or
+    every `_FLUSH_LINES` lines) passes the batch through structlog as one
+    event whose processor renders every line.  Going through structlog once
+    per line cost ~13k instructions of wrapper and processor-chain overhead,
+    about a tenth of a request; once per batch it costs nothing per line.
+    """
 
     def __init__(self, fmt: str = "auto", stream: TextIO | None = None) -> None:
         stream = stream or sys.stdout
-        self.sink = BufferedLogger(stream)
+        self.sink = SafeWriteLogger(stream)
+        self._pending: list[tuple] = []
         console = fmt == "console" or (fmt == "auto" and stream.isatty())
-        processors = [_expand, structlog.dev.ConsoleRenderer(colors=stream.isatty())] \
-            if console else [_render_access]
+        processor = _console_lines(structlog.dev.ConsoleRenderer(colors=stream.isatty())) \
+            if console else _render_lines
         # bind() once: the lazy proxy wrap_logger returns would rebuild the
         # bound logger on every call.
         self._log = structlog.wrap_logger(
-            self.sink, processors=processors,
+            self.sink, processors=[processor],
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         ).bind()
 
     def record(self, req, status: int, pool: str | None, upstream: str | None,
                duration: float, sent: int, peer: str) -> None:
-        # One tuple instead of keyword fields: half the cost through structlog.
-        self._log.info("request", line=(
-            time.time(), req.method.decode("latin-1"), req.target.decode("latin-1"), status,
-            pool, upstream, duration * 1000, sent, (req.request_id or b"").decode("latin-1"),
-            peer))
+        """Keep one request's line; `duration` in seconds."""
+        pending = self._pending
+        pending.append((time.time(), req.method, req.target, status, pool, upstream, duration,
+                        sent, req.request_id or b"", peer))
+        if len(pending) >= _FLUSH_LINES:
+            self.flush()
 
     def flush(self) -> None:
-        self.sink.flush()
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self._log.info("request", lines=lines)

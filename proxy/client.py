@@ -28,7 +28,6 @@ from .errors import (
     VersionNotSupportedError,
     error_response,
 )
-from .headers import response_fields, status_line
 from .http11 import strict_request_parser
 from .request import Request
 from .tunnel import Tunnel
@@ -51,7 +50,7 @@ class ClientConnection(asyncio.Protocol):
     """One client connection: parse, route, forward, stream back, in order."""
 
     __slots__ = (
-        "plane", "loop", "transport", "parser", "peer", "trusted", "queue", "reading",
+        "plane", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "queue", "reading",
         "current", "upstream", "connecting", "out", "paused_writing", "read_paused",
         "deadline", "send_deadline", "head_size", "pool", "upstream_addr", "set_cookie",
         "keep_alive", "chunked_out", "status", "sent_bytes", "early",
@@ -63,6 +62,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = None
         self.parser = strict_request_parser(self)
         self.peer = "unix"
+        self.peer_bytes = b"unix"  # as X-Forwarded-For gets it, encoded once
         self.trusted = False
         self.queue: deque[Request] = deque()
         self.reading: Request | None = None
@@ -98,6 +98,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = peer[0]
+            self.peer_bytes = self.peer.encode()
             self.trusted = plane.is_trusted_proxy(self.peer)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         plane.clients.add(self)
@@ -181,9 +182,10 @@ class ClientConnection(asyncio.Protocol):
     # -- llhttp callbacks ----------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.reading = Request()
+        now = self.loop.time()
+        self.reading = Request(now)
         self.head_size = 0
-        self.deadline = self.loop.time() + self.plane.timeouts.client_header
+        self.deadline = now + self.plane.timeouts.client_header
 
     def on_url(self, url: bytes) -> None:
         req = self.reading
@@ -192,8 +194,8 @@ class ClientConnection(asyncio.Protocol):
             raise TargetTooLongError(f"request target over {MAX_TARGET} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_size += len(name) + len(value) + 4
-        if self.head_size > self.plane.max_header:
+        size = self.head_size = self.head_size + len(name) + len(value) + 4
+        if size > self.plane.max_header:
             raise HeaderTooLargeError(f"request head over {self.plane.max_header} bytes")
         # llhttp strips leading whitespace from values; RFC 9110 5.5 excludes
         # the trailing kind too.
@@ -202,15 +204,18 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         req = self.reading
         parser = self.parser
+        plane = self.plane
         req.method = parser.get_method()
         req.version = parser.get_http_version()
         req.keep_alive = parser.should_keep_alive()
-        req.started = self.loop.time()
-        req.inspect(self.plane, self.plane.drop_set(self.trusted))
+        req.inspect(plane, plane.drop_set(self.trusted))
         if req.expect_continue and self.current is None and not self.queue:
             req.expect_continue = False
             self.transport.write(CONTINUE)
-        self.deadline = req.started + self.plane.timeouts.client_body
+        if req.framed:
+            # A body follows.  Without one llhttp completes the message at
+            # once, so a bodiless request is spared the clock read.
+            self.deadline = self.loop.time() + plane.timeouts.client_body
 
     def on_body(self, body: bytes) -> None:
         plane = self.plane
@@ -220,6 +225,11 @@ class ClientConnection(asyncio.Protocol):
         req = self.reading
         self.reading = None
         self.deadline = 0.0
+        if self.current is None and not self.queue:
+            # Nothing to answer first (the common case): straight to the upstream.
+            self.current = req
+            self._forward(req)
+            return
         self.queue.append(req)
         if self.current is None:
             self._next()
@@ -271,7 +281,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.pool = pool
         self.set_cookie = choice.set_cookie
-        req.payload = plane.upstream_request(req, self.peer, self.trusted)
+        req.payload = plane.upstream_request(req, self.peer_bytes, self.trusted)
         self._dispatch(up, req)
 
     def _dispatch(self, up: Upstream, req: Request) -> None:
@@ -284,36 +294,37 @@ class ClientConnection(asyncio.Protocol):
 
     # -- response side, called by the upstream connection --------------------------
 
-    def on_upstream_head(self, conn, status: int, reason: bytes, fields: list[bytes],
-                         sized: bool) -> None:
-        """The response head: `fields` are the upstream's lines we pass on, `sized`
-        is true when it has a Content-Length or can have no body."""
+    def on_upstream_head(self, conn, status: int, head: list[bytes], sized: bool) -> None:
+        """The response head: `head` is the status line and the upstream's lines
+        we pass on, ours to extend; `sized` is true when it has a Content-Length
+        or can have no body."""
         req = self.current
         plane = self.plane
         self.status = status
         # A refused WebSocket handshake ends the connection: llhttp stopped
         # parsing at the Upgrade and what follows cannot be trusted as HTTP.
         keep = req.keep_alive and not plane.draining and not req.upgrade
-        extra = []
         if not sized:
             if req.version == "1.1":
                 self.chunked_out = True
-                extra.append(b"Transfer-Encoding: chunked\r\n")
+                head.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 keep = False  # an HTTP/1.0 client reads to the close
         if self.set_cookie:
-            extra.append(plane.set_cookie_line(self.pool.name))
+            head.append(plane.set_cookie_line(self.pool.name))
         if not keep:
-            extra.append(b"Connection: close\r\n")
+            head.append(b"Connection: close\r\n")
         elif req.version == "1.0":
-            extra.append(b"Connection: keep-alive\r\n")
+            head.append(b"Connection: keep-alive\r\n")
+        head.append(b"\r\n")
         self.keep_alive = keep
-        self.out += (status_line(status, reason), *fields, *extra, b"\r\n")
+        self.out += head
         if self.paused_writing:
             conn.pause()
 
-    def on_upstream_upgraded(self, conn, reason: bytes, headers, rest: bytes) -> None:
-        """The upstream accepted a WebSocket handshake: answer 101, then pipe bytes."""
+    def on_upstream_upgraded(self, conn, head: list[bytes], rest: bytes) -> None:
+        """The upstream accepted a WebSocket handshake: answer 101 (`head` is its
+        status line and the lines we pass on), then pipe bytes."""
         req = self.current
         if req is None or not req.upgrade:
             conn.abandon()
@@ -321,8 +332,7 @@ class ClientConnection(asyncio.Protocol):
                                    sent=True)
             return
         self.transport.write(b"".join((
-            status_line(101, reason), *response_fields(headers),
-            b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n")))
+            *head, b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n")))
         conn.hand_over()
         early = bytes(self.early or b"")
         tunnel = Tunnel(self.plane, self.transport, conn.transport, conn.upstream, self.pool,
@@ -417,7 +427,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(CONTINUE)
         if reading is None and not self.queue:
             self.deadline = self.loop.time() + self.plane.timeouts.client_idle
-        self._next()
+        if self.queue or self.read_paused:
+            self._next()
 
     def _log(self, status: int) -> None:
         req = self.current

@@ -44,15 +44,27 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
     return frozenset(tokens)
 
 
-def response_fields(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
-    """Response header lines to pass on when `Connection` names extra fields."""
-    drop = HOP_BY_HOP | connection_tokens(headers)
-    fields: list[bytes] = []
-    for name, value in headers:
-        if name.lower() not in drop:
-            fields += (name, b": ", value, b"\r\n")
-    return fields
+def without_named(head: list[bytes], hop: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+    """A response head (the status line, then name, ": ", value, CRLF for each
+    field) without the fields the `Connection` values among `hop` name."""
+    tokens = connection_tokens(hop)
+    kept = head[:1]
+    for i in range(1, len(head), 4):
+        if head[i].lower() not in tokens:
+            kept += head[i:i + 4]
+    return kept
 
 
-def status_line(status: int, reason: bytes) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+class _StatusLines(dict):
+    """`HTTP/1.1 <status> <reason>` lines by (status, reason), each formatted once:
+    upstreams send a handful, and the lookup costs a fraction of the formatting."""
+
+    def __missing__(self, key: tuple[int, bytes]) -> bytes:
+        line = b"HTTP/1.1 %d %s\r\n" % key
+        if len(self) < 1024:  # reason phrases come from upstreams: stay bounded
+            self[key] = line
+        return line
+
+
+STATUS_LINES = _StatusLines()
+

@@ -130,18 +130,22 @@ class DataPlane:
     # -- per request ---------------------------------------------------------------
 
     def choose(self, req, peer: str) -> Choice | None:
+        """The pool for `req` (router.choose_pool); a pool's grace period is
+        judged at the request's arrival, which spares a clock read."""
         sticky = override = None
-        if req.cookie is not None:
-            value = find_cookie(req.cookie, self.cookie_name)
+        cookie = req.cookie
+        # Both of our cookies start with cookie_name: one search rules them out.
+        if cookie is not None and cookie.find(self.cookie_name) >= 0:
+            value = find_cookie(cookie, self.cookie_name)
             if value is not None:
                 sticky = self.signer.verify_sticky(value)
-            tester = find_cookie(req.cookie, self.tester_cookie)
+            tester = find_cookie(cookie, self.tester_cookie)
             if tester is not None:
                 override = self.signer.verify_tester(tester)
         if req.override is not None and self._is_tester(peer):
             override = req.override.decode("latin-1")
         return choose_pool(self.table, self.healthy, sticky, override, self._random(),
-                           self.loop.time())
+                           req.started)
 
     def set_cookie_line(self, pool: str) -> bytes:
         return self._cookie_lines[pool]
@@ -150,7 +154,7 @@ class DataPlane:
         """Lower-case names of request fields that are never copied upstream."""
         return self._drop_trusted if trusted else self._drop
 
-    def upstream_request(self, req, peer: str, trusted: bool) -> bytes:
+    def upstream_request(self, req, peer: bytes, trusted: bool) -> bytes:
         """The bytes sent upstream: a regenerated head and the buffered body.
 
         Origin-form target, HTTP/1.1, the client's fields minus those dropped
@@ -159,15 +163,17 @@ class DataPlane:
         rid = req.request_id
         if rid is None or len(rid) > 200:
             rid = req.request_id = b"%s-%x" % (self._id_prefix, next(self._ids))
-        parts = [req.method, b" ", req.target, b" HTTP/1.1\r\nHost: ", req.host or b"localhost",
+        host = req.host
+        parts = [req.method, b" ", req.target, b" HTTP/1.1\r\nHost: ", host or b"localhost",
                  b"\r\n", *req.fields, b"X-Request-Id: ", rid, b"\r\nX-Forwarded-For: "]
-        if trusted and req.xff:
-            parts += (b", ".join(req.xff), b", ")
-        parts += (peer.encode(), b"\r\n")
-        if not trusted:
-            parts.append(b"X-Forwarded-Proto: http\r\n")
-            if req.host is not None:
-                parts += (b"X-Forwarded-Host: ", req.host, b"\r\n")
+        if trusted:
+            if req.xff:
+                parts += (b", ".join(req.xff), b", ")
+            parts += (peer, b"\r\n")
+        else:
+            parts += (peer, b"\r\nX-Forwarded-Proto: http\r\n")
+            if host is not None:
+                parts += (b"X-Forwarded-Host: ", host, b"\r\n")
         if req.body_size or req.framed:
             parts.append(b"Content-Length: %d\r\n" % req.body_size)
         if req.upgrade:

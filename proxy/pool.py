@@ -40,6 +40,9 @@ class Pool:
         """A healthy upstream, by least in-flight (ties rotate) or round robin."""
         ups = self.upstreams
         n = len(ups)
+        if n == 1:  # one address per pool is common; no rotation to keep
+            up = ups[0]
+            return up if up.healthy and up is not exclude else None
         start = self._next
         self._next = (start + 1) % n
         best = None

@@ -9,7 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, NamedTuple
+from typing import Iterable, Mapping, NamedTuple
+
+
+class Choice(NamedTuple):
+    pool: str
+    set_cookie: bool
+
+
+class Draw(NamedTuple):
+    """The pools a weighted draw can land on: each one's answer and the upper end
+    of its share of [0, total)."""
+
+    total: int
+    shares: tuple[tuple[Choice, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,21 +42,25 @@ class RoutingTable:
     # Monotonic deadline until which a pool whose weight fell to 0 still
     # honours its cookies.
     grace_until: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # The draw for each set of healthy pools seen with this table (a memo: the
+    # table never changes, and health changes a few times a day).
+    _draws: dict[frozenset[str], Draw] = field(default_factory=dict, init=False, repr=False,
+                                               compare=False)
 
     def epoch(self, pool: str) -> int:
         return self.epochs.get(pool, 0)
 
-
-class Choice(NamedTuple):
-    # A NamedTuple, not a frozen dataclass: one is built per request and the
-    # dataclass costs five times as much to construct.
-    pool: str
-    set_cookie: bool
+    def draw(self, healthy: frozenset[str]) -> Draw:
+        try:
+            return self._draws[healthy]
+        except KeyError:
+            draw = self._draws[healthy] = _draw_for(self.weights.items(), healthy)
+            return draw
 
 
 def choose_pool(
     table: RoutingTable,
-    healthy: frozenset[str] | set[str],
+    healthy: frozenset[str],
     sticky: tuple[str, int] | None,
     override: str | None,
     draw: float,
@@ -55,13 +72,24 @@ def choose_pool(
     a trusted tester asked for, `draw` a uniform number in [0, 1).
     """
     if override is not None and override in healthy and override in table.weights:
-        return Choice(override, set_cookie=False)
+        return _stay(override)
     if sticky is not None and _honours(table, healthy, sticky, now):
-        return Choice(sticky[0], set_cookie=False)
-    pool = weighted_draw(table.weights, healthy, draw)
-    if pool is None:
-        return None
-    return Choice(pool, set_cookie=True)
+        return _stay(sticky[0])
+    return _land(table.draw(healthy), draw)
+
+
+_STAYS: dict[str, Choice] = {}
+
+
+def _stay(pool: str) -> Choice:
+    """The answer that keeps a request on `pool` without a new cookie, made once
+    per pool: a NamedTuple costs a Python-level __new__ call."""
+    choice = _STAYS.get(pool)
+    if choice is None:
+        choice = Choice(pool, set_cookie=False)
+        if len(_STAYS) < 1024:  # pool names are few; never grow without bound
+            _STAYS[pool] = choice
+    return choice
 
 
 def _honours(table: RoutingTable, healthy, sticky: tuple[str, int], now: float) -> bool:
@@ -76,18 +104,26 @@ def _honours(table: RoutingTable, healthy, sticky: tuple[str, int], now: float) 
 
 def weighted_draw(weights: Mapping[str, int], healthy, draw: float) -> str | None:
     """Pick among healthy pools with weight > 0, proportionally to weight."""
+    choice = _land(_draw_for(weights.items(), healthy), draw)
+    return None if choice is None else choice.pool
+
+
+def _draw_for(weights: Iterable[tuple[str, int]], healthy) -> Draw:
     total = 0
-    for pool, weight in weights.items():
+    shares = []
+    for pool, weight in weights:
         if weight > 0 and pool in healthy:
             total += weight
-    if total == 0:
+            shares.append((Choice(pool, set_cookie=True), total))
+    return Draw(total, tuple(shares))
+
+
+def _land(draw: Draw, uniform: float) -> Choice | None:
+    """Where a uniform number in [0, 1) falls among the shares of `draw`."""
+    if not draw.total:
         return None
-    point = draw * total
-    last = None
-    for pool, weight in weights.items():
-        if weight > 0 and pool in healthy:
-            if point < weight:
-                return pool
-            point -= weight
-            last = pool
-    return last  # float rounding at the top edge lands on the last candidate
+    point = uniform * draw.total
+    for choice, upper in draw.shares:
+        if point < upper:
+            return choice
+    return draw.shares[-1][0]  # float rounding at the top edge lands on the last

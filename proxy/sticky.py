@@ -110,9 +110,10 @@ def find_cookie(header: bytes, name: bytes) -> bytes | None:
     """The value of cookie `name` in a Cookie header, or None.
 
     Cookie headers are `a=1; b=2`; a cheap substring test first keeps the
-    common no-cookie case away from the split.
+    common no-cookie case away from the split.  (`find`, not `in`: for bytes,
+    `in` first tries the needle as an int and raises and clears a TypeError.)
     """
-    if name not in header:
+    if header.find(name) < 0:
         return None
     for item in header.split(b";"):
         key, sep, value = item.strip().partition(b"=")

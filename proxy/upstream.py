@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .headers import HOP_BY_HOP, response_fields
+from .headers import HOP_BY_HOP, STATUS_LINES, without_named
 from .http11 import strict_response_parser
 
 from .errors import (
@@ -82,7 +82,7 @@ class Upstream:
         while idle:
             conn = idle.pop()
             if conn.transport is not None and now - conn.idle_since < self.idle_timeout:
-                conn.start(client, payload, is_head, True, body_file)
+                conn.start(client, payload, is_head, True, body_file, now)
                 return
             conn.close()
         self._connect(client, payload, is_head, body_file)
@@ -120,7 +120,7 @@ class Upstream:
                 self.inflight -= 1
                 self.release(conn)
                 return
-            conn.start(client, payload, is_head, False, body_file)
+            conn.start(client, payload, is_head, False, body_file, self.loop.time())
             return
         self.inflight -= 1
         self.note_connect_failure()
@@ -159,7 +159,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "upstream", "transport", "parser", "client", "reused", "received",
-        "is_head", "status", "reason", "headers", "interim", "head_sent",
+        "is_head", "status", "reason", "head", "hop", "length", "interim", "head_sent",
         "body_framed", "idle_since", "deadline", "paused", "_head_keep_alive",
         "body_file", "write_paused", "upgraded",
     )
@@ -174,7 +174,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.is_head = False
         self.status = 0
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        # The response head as it is parsed: a slot for the status line, then the
+        # lines we pass on; the hop-by-hop fields aside; whether it has a length.
+        self.head: list[bytes] = [b""]
+        self.hop: tuple[tuple[bytes, bytes], ...] = ()
+        self.length = False
         self.interim = False
         self.head_sent = False
         self.body_framed = True
@@ -193,20 +197,26 @@ class UpstreamConnection(asyncio.Protocol):
     # -- driven by the client side -------------------------------------------------
 
     def start(self, client: ClientConnection, payload: bytes, is_head: bool, reused: bool,
-              body_file=None) -> None:
+              body_file, now: float) -> None:
         self.client = client
         self.reused = reused
         self.received = False
         self.head_sent = False
         self.is_head = is_head
-        self.headers = []
-        self.deadline = self.upstream.loop.time() + client.plane.upstream_response_timeout
+        self._new_head()
+        self.deadline = now + client.plane.upstream_response_timeout
         client.upstream = self
         self.transport.write(payload)
         if body_file is not None:
             body_file.seek(0)
             self.body_file = body_file
             self._pump()
+
+    def _new_head(self) -> None:
+        self.reason = b""
+        self.head = [b""]
+        self.hop = ()
+        self.length = False
 
     def _pump(self) -> None:
         """Send a spilled body from its file, as fast as the upstream reads it."""
@@ -272,13 +282,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.received = True
-        if not self.paused:
-            self.deadline = self.upstream.loop.time() + client.plane.upstream_response_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             if self.upgraded:
-                client.on_upstream_upgraded(self, self.reason, self.headers, data[exc.args[0]:])
+                client.on_upstream_upgraded(self, self.head, data[exc.args[0]:])
                 return
             self._fail(UpstreamProtocolError("unexpected protocol switch"))
         except httptools.HttpParserCallbackError as exc:
@@ -289,8 +297,13 @@ class UpstreamConnection(asyncio.Protocol):
             self._complete(keep_alive=self._head_keep_alive)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamProtocolError(str(exc)))
-        if client.out and client.transport is not None:
-            client.flush()
+        if self.client is not None:
+            # Still mid-response: the timeout counts from the last bytes.  (A
+            # response that ended in this read already went out with its flush.)
+            if not self.paused:
+                self.deadline = self.upstream.loop.time() + client.plane.upstream_response_timeout
+            if client.out and client.transport is not None:
+                client.flush()
 
     def eof_received(self):
         return False
@@ -314,11 +327,30 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason = reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        # Sorted as they arrive, which spares a second pass over the fields:
+        # hop-by-hop ones aside, the rest (Content-Length too: it is the
+        # framing we forward) straight into the head we pass on.
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            self.hop += ((lname, value),)
+            return
+        if lname == b"content-length":
+            self.length = True
+        self.head += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self.status = status
+        head = self.head
+        head[0] = STATUS_LINES[status, self.reason]
+        chunked = named = False
+        for lname, value in self.hop:
+            if lname == b"transfer-encoding":
+                chunked = True
+            elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+                named = True
+        if named:
+            head = self.head = without_named(head, self.hop)
         if status == 101:
             # Only a WebSocket handshake may switch; the client side checks that.
             self.upgraded = True
@@ -328,29 +360,12 @@ class UpstreamConnection(asyncio.Protocol):
         # answered Expect ourselves.
         self.interim = 100 <= status < 200
         if self.interim:
-            self.headers = []
+            self._new_head()
             return
-        # One pass: the lines we pass on (all but hop-by-hop fields; Content-Length
-        # is kept, it is the framing we forward) and what framing needs.
-        fields: list[bytes] = []
-        length = chunked = named = False
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname in HOP_BY_HOP:
-                if lname == b"transfer-encoding":
-                    chunked = True
-                elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
-                    named = True
-                continue
-            if lname == b"content-length":
-                length = True
-            fields += (name, b": ", value, b"\r\n")
-        if named:
-            fields = response_fields(self.headers)
         no_body = self.is_head or status == 204 or status == 304
-        self.body_framed = no_body or length or chunked
+        self.body_framed = no_body or self.length or chunked
         self.head_sent = True
-        self.client.on_upstream_head(self, status, self.reason, fields, no_body or length)
+        self.client.on_upstream_head(self, status, head, no_body or self.length)
         if self.is_head:
             self._head_keep_alive = self.parser.should_keep_alive()
             raise _HeadResponseDone()
