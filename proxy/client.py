@@ -22,12 +22,12 @@ from .errors import (
     NoHealthyPoolError,
     ProxyError,
     TargetTooLongError,
-    UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamResetError,
     VersionNotSupportedError,
     error_response,
 )
+from .headers import came_over_https
 from .http11 import strict_request_parser
 from .request import Request
 from .tunnel import Tunnel
@@ -311,7 +311,8 @@ class ClientConnection(asyncio.Protocol):
             else:
                 keep = False  # an HTTP/1.0 client reads to the close
         if self.set_cookie:
-            head.append(plane.set_cookie_line(self.pool.name))
+            head.append(plane.set_cookie_line(
+                self.pool.name, self.trusted and came_over_https(req.headers)))
         if not keep:
             head.append(b"Connection: close\r\n")
         elif req.version == "1.0":
@@ -331,6 +332,9 @@ class ClientConnection(asyncio.Protocol):
             self.on_upstream_error(conn.upstream, UpstreamProtocolError("unsolicited 101"),
                                    sent=True)
             return
+        if self.set_cookie:  # sticky from the handshake on
+            head = [*head, self.plane.set_cookie_line(
+                self.pool.name, self.trusted and came_over_https(req.headers))]
         self.transport.write(b"".join((
             *head, b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n")))
         conn.hand_over()
@@ -369,7 +373,7 @@ class ClientConnection(asyncio.Protocol):
                                  after_head=True)
             self.out.clear()
             self._log(self.status)
-            self.pool.count(None)
+            self.pool.count(None, self.loop.time() - req.started)
             self.current = None
             self.transport.abort()
             return
@@ -388,10 +392,12 @@ class ClientConnection(asyncio.Protocol):
         if req.tries >= self.plane.max_tries:
             return False
         if not sent:
-            return isinstance(err, UpstreamConnectError)
-        # A reused keep-alive connection the upstream had just closed: the
-        # request never reached a worker, but for a POST we cannot know that.
-        return reused and not received and req.method in IDEMPOTENT and \
+            return True  # refused or timed-out connect: nothing reached the upstream
+        # Closed or reset before any byte of an answer: most often a reused
+        # keep-alive connection the upstream had just closed, or a worker that
+        # died.  An idempotent request may go again (RFC 9110 9.2.2); for a POST
+        # we cannot know whether a worker ran it, so it is never sent twice.
+        return not received and req.method in IDEMPOTENT and \
             isinstance(err, UpstreamResetError)
 
     def _answer_error(self, err: ProxyError, upstream: Upstream | None = None) -> None:
@@ -405,16 +411,17 @@ class ClientConnection(asyncio.Protocol):
         self.out.append(error_response(err.status, close=not keep))
         self.flush()
         if self.pool is not None:
-            self.pool.count(None)
+            self.pool.count(None, self.loop.time() - req.started)
         self._finish(err.status, counted=True)
 
     def _finish(self, status: int, counted: bool = False) -> None:
         req = self.current
         if req.body_file is not None:
             req.close()
+        now = self.loop.time()  # one clock read for stats, the log line and the idle deadline
         if not counted and self.pool is not None:
-            self.pool.count(status)
-        self._log(status)
+            self.pool.count(status, now - req.started)
+        self._log(status, now)
         self.current = None
         self.pool = None
         self.upstream_addr = None
@@ -426,18 +433,19 @@ class ClientConnection(asyncio.Protocol):
             reading.expect_continue = False
             self.transport.write(CONTINUE)
         if reading is None and not self.queue:
-            self.deadline = self.loop.time() + self.plane.timeouts.client_idle
+            self.deadline = now + self.plane.timeouts.client_idle
         if self.queue or self.read_paused:
             self._next()
 
-    def _log(self, status: int) -> None:
+    def _log(self, status: int, now: float | None = None) -> None:
         req = self.current
         access = self.plane.access
         if access is None or req is None:
             return
+        if now is None:
+            now = self.loop.time()
         access.record(req, status, self.pool.name if self.pool else None,
-                      self.upstream_addr, self.loop.time() - req.started, self.sent_bytes,
-                      self.peer)
+                      self.upstream_addr, now - req.started, self.sent_bytes, self.peer)
 
     # -- output and timers ---------------------------------------------------------
 

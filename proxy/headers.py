@@ -68,3 +68,10 @@ class _StatusLines(dict):
 
 STATUS_LINES = _StatusLines()
 
+
+def came_over_https(headers) -> bool:
+    """What a trusted proxy's X-Forwarded-Proto says about the client's scheme."""
+    for name, value in headers:
+        if name.lower() == b"x-forwarded-proto":
+            return value.strip().lower() == b"https"
+    return False

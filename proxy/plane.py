@@ -147,8 +147,10 @@ class DataPlane:
         return choose_pool(self.table, self.healthy, sticky, override, self._random(),
                            req.started)
 
-    def set_cookie_line(self, pool: str) -> bytes:
-        return self._cookie_lines[pool]
+    def set_cookie_line(self, pool: str, secure: bool = False) -> bytes:
+        line = self._cookie_lines[pool]
+        # The client came over HTTPS (a trusted TLS terminator says so): Secure.
+        return line[:-2] + b"; Secure\r\n" if secure else line
 
     def drop_set(self, trusted: bool) -> frozenset[bytes]:
         """Lower-case names of request fields that are never copied upstream."""
@@ -170,6 +172,7 @@ class DataPlane:
             if req.xff:
                 parts += (b", ".join(req.xff), b", ")
             parts += (peer, b"\r\n")
+            parts += _missing_forwarding(req.headers, host)
         else:
             parts += (peer, b"\r\nX-Forwarded-Proto: http\r\n")
             if host is not None:
@@ -260,3 +263,14 @@ def table_from(weights: dict[str, int], generation: int = 0, previous: str | Non
         epochs=MappingProxyType(dict(epochs or {})),
         grace_until=MappingProxyType(dict(grace_until or {})),
     )
+
+
+def _missing_forwarding(headers, host: bytes | None) -> list[bytes]:
+    """X-Forwarded-Proto/-Host a trusted proxy did not send, filled in by us."""
+    names = {n.lower() for n, _ in headers}
+    out = []
+    if b"x-forwarded-proto" not in names:
+        out.append(b"X-Forwarded-Proto: http\r\n")
+    if b"x-forwarded-host" not in names and host is not None:
+        out += (b"X-Forwarded-Host: ", host, b"\r\n")
+    return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .stats import Histogram
+
 if TYPE_CHECKING:
     from .upstream import Upstream
 
@@ -11,7 +13,8 @@ if TYPE_CHECKING:
 class Pool:
     """Upstreams of one color; counters that `status` and metrics show."""
 
-    __slots__ = ("name", "upstreams", "balance", "_next", "requests", "errors", "by_class")
+    __slots__ = ("name", "upstreams", "balance", "_next", "requests", "errors", "by_class",
+                 "latency")
 
     def __init__(self, name: str, upstreams: list[Upstream], balance: str = "least_inflight") -> None:
         self.name = name
@@ -23,6 +26,7 @@ class Pool:
         # Responses by status class: index 1..5 for 1xx..5xx, 0 for requests
         # that got no upstream response (the proxy answered or cut them).
         self.by_class = [0] * 6
+        self.latency = Histogram()
 
     def __repr__(self) -> str:
         ups = ", ".join(repr(u) for u in self.upstreams)
@@ -56,9 +60,12 @@ class Pool:
                 best = up
         return best
 
-    def count(self, status: int | None) -> None:
-        """Record one finished request: its status, or None for a proxy failure."""
+    def count(self, status: int | None, duration: float | None = None) -> None:
+        """Record one finished request: its status (None for a proxy failure) and
+        how long it took, for the latency histogram."""
         self.requests += 1
+        if duration is not None:
+            self.latency.observe(duration)
         if status is None:
             self.errors += 1
             self.by_class[0] += 1

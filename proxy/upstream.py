@@ -294,7 +294,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(UpstreamProtocolError(f"callback failed: {exc.__context__!r}"))
                 return
             self.parser = strict_response_parser(self)
-            self._complete(keep_alive=self._head_keep_alive)
+            self._complete(self._head_keep_alive)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamProtocolError(str(exc)))
         if self.client is not None:
@@ -317,7 +317,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.head_sent and not self.body_framed:
             # A response without Content-Length or chunked ends at close.
-            self._complete(keep_alive=False)
+            self._complete(False)
             return
         self._fail(UpstreamResetError(f"{up.address}: connection closed ({exc or 'eof'})"))
 
@@ -379,7 +379,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.interim:
             self.interim = False
             return
-        self._complete(keep_alive=self.parser.should_keep_alive())
+        self._complete(self.parser.should_keep_alive())
 
     # -- internals -----------------------------------------------------------------
 

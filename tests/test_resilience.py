@@ -1,0 +1,740 @@
+"""Resilience (SPEC §3): slow and hostile clients, dying upstreams, stale upstream
+connections, WebSockets, connection limits, forwarding headers and retries.
+
+A real proxy process, real upstream processes or raw-socket upstreams, real
+clients.  Deadlines are configured at 1 s and observed only loosely: "closed
+within 10 s and not before 0.5 s".  Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import re
+import resource
+import select
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+from .loadclient import LoadClient
+from .support import (
+    ROOT,
+    PoolProcess,
+    ProxyProcess,
+    RecordingUpstream,
+    open_conn,
+    parse_responses,
+    raw_exchange,
+    wait_for,
+)
+
+# A 1 s deadline must fire after at least this long, and within this bound.
+NOT_BEFORE = 0.5
+WITHIN = 10.0
+MB = 1024 * 1024
+
+
+# -- upstreams ---------------------------------------------------------------------------
+
+class _Tap:
+    """A socket that copies every byte it receives into `log`."""
+
+    def __init__(self, sock: socket.socket, log: bytearray) -> None:
+        self._sock, self._log = sock, log
+
+    def recv(self, n: int) -> bytes:
+        data = self._sock.recv(n)
+        self._log += data
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class WireUpstream(RecordingUpstream):
+    """RecordingUpstream that also keeps the raw bytes of every connection, so a test
+    can say the upstream received nothing at all (not even a partial head)."""
+
+    def __init__(self, respond=None) -> None:
+        self.wire: list[bytearray] = []
+        super().__init__(respond)
+
+    def _handle(self, conn: socket.socket) -> None:
+        log = bytearray()
+        self.wire.append(log)
+        super()._handle(_Tap(conn, log))
+
+    def data_bytes(self) -> bytes:
+        """Everything received on connections other than the proxy's health checks."""
+        return b"".join(bytes(log) for log in list(self.wire)
+                        if log and not log.startswith(b"GET /health "))
+
+
+class OneShotUpstream(RecordingUpstream):
+    """Answers the first request of each connection with `Connection: keep-alive`,
+    then closes the connection silently at once or a moment later (0.5, 5 or 50 ms).
+
+    A request that arrives on the connection within that moment is read in full
+    (and recorded in `requests`) and then the connection is closed without an
+    answer: exactly what a keep-alive upstream closing an idle connection looks
+    like to a proxy that reused it.
+    """
+
+    DELAYS = (0.0, 0.0005, 0.005, 0.05)  # 0.0: non-blocking, closes at once
+
+    def __init__(self) -> None:
+        self._answered: set = set()
+        self._random = random.Random(1234)
+        self.stale_hits = 0  # requests that arrived on an already-answered connection
+        super().__init__(self._respond)
+
+    def _respond(self, request: bytes):
+        return lambda conn: self._answer(conn, request)
+
+    def _answer(self, conn, request: bytes) -> None:
+        if conn in self._answered:
+            self.stale_hits += 1
+            conn.close()
+            return
+        self._answered.add(conn)
+        body = b"ok " + request.rsplit(b"\r\n\r\n", 1)[1]
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        # The next read waits this long; then the handler closes the connection.
+        conn.settimeout(self._random.choice(self.DELAYS))
+
+
+_ECHO_APP = r"""
+import asyncio, sys
+from aiohttp import web, WSMsgType
+
+name = sys.argv[1]
+
+async def root(request):
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return web.Response(text=name, headers={"X-Pool": name})
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            await ws.send_str(f"{name}:{msg.data}")
+        elif msg.type == WSMsgType.BINARY:
+            await ws.send_bytes(name.encode() + b":" + msg.data)
+    return ws
+
+async def health(request):
+    return web.Response(text="ok")
+
+async def main():
+    app = web.Application()
+    app.add_routes([web.get("/health", health), web.get("/{tail:.*}", root)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print("listening", site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+class EchoPool:
+    """An aiohttp WebSocket echo server in its own process; replies carry its name."""
+
+    def __init__(self, name: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _ECHO_APP, name],
+                                     stdout=subprocess.PIPE, cwd=ROOT)
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("listening "):
+            raise RuntimeError(f"echo pool {name} did not start: {line!r}")
+        self.address = f"127.0.0.1:{int(line.split()[1])}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+
+
+# -- fixtures --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pools():
+    blue, green = PoolProcess("blue"), PoolProcess("green")
+    yield blue, green
+    blue.stop()
+    green.stop()
+
+
+@pytest.fixture
+def start_proxy(tmp_path):
+    """start_proxy(blue=[...], green=[...], weights=..., extra=..., health=...) -> ProxyProcess.
+
+    `health` replaces the whole `health:` line of the generated config."""
+    started = []
+
+    def start(blue, green, weights=None, extra="", health=None) -> ProxyProcess:
+        directory = tmp_path / f"proxy{len(started)}"
+        directory.mkdir()
+        p = ProxyProcess(directory, {"blue": blue, "green": green},
+                         weights or {"blue": 100, "green": 0}, extra=extra)
+        if health is not None:
+            with open(p.config_path) as f:
+                text = f.read()
+            with open(p.config_path, "w") as f:
+                f.write(re.sub(r"^health: .*$", f"health: {health}", text, flags=re.M))
+        started.append(p)
+        return p.start()
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def upstreams():
+    """upstreams(Kind=WireUpstream) -> a RecordingUpstream-like server, closed after the test."""
+    made = []
+
+    def make(kind=WireUpstream):
+        up = kind()
+        made.append(up)
+        return up
+
+    yield make
+    for up in made:
+        up.close()
+
+
+@pytest.fixture
+def echo_pools():
+    blue, green = EchoPool("blue"), EchoPool("green")
+    yield blue, green
+    blue.stop()
+    green.stop()
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def read_until_closed(sock: socket.socket, bound: float = WITHIN) -> tuple[bytes, float | None]:
+    """Everything the peer sends until it closes; (bytes, monotonic time of the close),
+    the time None when it stayed open for `bound` seconds."""
+    out = b""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([sock], [], [], min(0.1, deadline - time.monotonic()))
+        if not ready:
+            continue
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return out, time.monotonic()
+        if not chunk:
+            return out, time.monotonic()
+        out += chunk
+    return out, None
+
+
+def assert_deadline(started: float, closed: float | None, what: str) -> float:
+    """A 1 s deadline: closed, within WITHIN seconds and not before NOT_BEFORE."""
+    assert closed is not None, f"{what}: still open after {WITHIN}s"
+    elapsed = closed - started
+    assert NOT_BEFORE <= elapsed <= WITHIN, f"{what}: closed after {elapsed:.2f}s"
+    print(f"{what}: closed after {elapsed:.2f}s")
+    return elapsed
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def request_fields(request: bytes) -> dict[str, list[str]]:
+    """Header fields of one recorded request, by lower-case name."""
+    head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    fields: dict[str, list[str]] = {}
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip().lower(), []).append(value.strip())
+    return fields
+
+
+def get(conn: http.client.HTTPConnection, path: str = "/", headers: dict | None = None):
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    return resp, resp.read()
+
+
+def sticky_cookie(resp) -> str | None:
+    for name, value in resp.getheaders():
+        if name.lower() == "set-cookie" and value.startswith("switchyard_pool="):
+            return value.split(";", 1)[0]
+    return None
+
+
+def upstream_status(proxy: ProxyProcess, pool: str, address: str) -> dict:
+    ups = proxy.status()["pools"][pool]["upstreams"]
+    return next(u for u in ups if u["address"] == address)
+
+
+def served_by(proxy: ProxyProcess, address: str) -> int:
+    """Requests the access log shows answered 200 by one upstream."""
+    return sum(1 for line in proxy.events("request")
+               if line.get("upstream") == address and line.get("status") == 200)
+
+
+def data_plane_errors(proxy: ProxyProcess) -> str:
+    """What the proxy logged about failed or retried exchanges, for failure messages:
+    one JSON line per event, plus the access lines of requests that did not get a 2xx."""
+    return "\n".join(json.dumps(line) for line in list(proxy.lines)
+                     if line.get("event") != "server_started" and "detail" in line
+                     or line.get("event") == "request" and not 200 <= line.get("status", 0) < 300)
+
+
+def raise_nofile(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+# -- slow clients ----------------------------------------------------------------------
+
+def test_slowloris_trickling_header_bytes_is_cut_after_client_header_and_reaches_no_upstream(
+        start_proxy, upstreams):
+    rec = upstreams()
+    proxy = start_proxy([rec.address], [rec.address], extra="timeouts: {client_header: 1s}\n")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        started = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Trickle: ")
+        out, closed = b"", None
+        for _ in range(40):  # one header byte every 300 ms, 12 s at most
+            ready, _, _ = select.select([s], [], [], 0.3)
+            if ready:
+                out, closed = read_until_closed(s, 2.0)
+                break
+            try:
+                s.sendall(b"a")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = time.monotonic()
+                break
+    assert_deadline(started, closed, "slowloris head")
+    print("slowloris head answered", out.partition(b"\r\n")[0] or "nothing")
+    assert out == b"" or out.startswith(b"HTTP/1.1 408 "), out
+    assert rec.data_bytes() == b""
+
+
+def test_idle_keepalive_connection_is_closed_silently_after_client_idle(start_proxy, pools):
+    blue, green = pools
+    proxy = start_proxy([blue.address], [green.address], extra="timeouts: {client_idle: 1s}\n")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while b"Hello from blue" not in answer:
+            chunk = s.recv(65536)
+            assert chunk, f"closed before the answer: {answer!r}"
+            answer += chunk
+        answered = time.monotonic()
+        (status, headers, _), = parse_responses(answer)
+        assert status == 200 and "close" not in headers.get("connection", [""])[0].lower()
+        out, closed = read_until_closed(s)
+    assert_deadline(answered, closed, "idle keep-alive connection")
+    assert out == b""  # nothing unsolicited: no 408 a client could take for its next answer
+
+
+def test_slow_request_body_gets_408_after_client_body_and_reaches_no_upstream(
+        start_proxy, upstreams):
+    rec = upstreams()
+    proxy = start_proxy([rec.address], [rec.address], extra="timeouts: {client_body: 1s}\n")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"b" * 10)
+        started = time.monotonic()
+        out, closed = read_until_closed(s)
+    assert_deadline(started, closed, "slow body")
+    print("slow body answered", out.partition(b"\r\n")[0] or "nothing")
+    assert out == b"" or out.startswith(b"HTTP/1.1 408 "), out
+    assert rec.data_bytes() == b""
+
+
+def test_slow_reader_is_not_buffered_in_memory_and_is_cut_after_client_send(
+        start_proxy, upstreams):
+    size = 32 * MB
+    pushed = [0]  # bytes the upstream managed to hand to its kernel
+
+    def big(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        chunk = b"z" * 65536
+        for _ in range(size // len(chunk)):
+            conn.sendall(chunk)
+            pushed[0] += len(chunk)
+
+    rec = upstreams()
+    rec.respond = lambda req: big if b" /big " in req.split(b"\r\n", 1)[0] else (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n" + b"w" * 65536)
+    proxy = start_proxy([rec.address], [rec.address], extra="timeouts: {client_send: 1s}\n")
+    conn = open_conn(proxy.port)
+    for _ in range(20):  # warm the paths a response takes before the baseline
+        assert get(conn, "/warm")[0].status == 200
+    baseline = rss_mb(proxy.proc.pid)
+
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(5)
+    with s:
+        s.connect(("127.0.0.1", proxy.port))
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while len(got) < 65536:
+            got += s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200 ")
+        stopped = time.monotonic()  # from here on the client reads nothing
+        peak = baseline
+        cut = None
+        while time.monotonic() - stopped < WITHIN and cut is None:
+            peak = max(peak, rss_mb(proxy.proc.pid))
+            if proxy.events("client_send_timeout"):
+                cut = time.monotonic()
+            time.sleep(0.05)
+        for _ in range(10):  # a little longer, in case memory grows after the cut
+            peak = max(peak, rss_mb(proxy.proc.pid))
+            time.sleep(0.05)
+        print(f"slow reader: proxy RSS baseline {baseline:.1f} MB, peak {peak:.1f} MB "
+              f"(+{peak - baseline:.1f} MB); upstream pushed {pushed[0] / MB:.1f} MB")
+        assert_deadline(stopped, cut, "slow reader")
+        rest, closed = read_until_closed(s, 30.0)
+    assert closed is not None, "the client connection was not cut"
+    assert len(got) + len(rest) < size, "the whole response reached a client that was cut"
+    assert peak - baseline < 24, f"proxy RSS grew by {peak - baseline:.1f} MB"
+    assert pushed[0] < size  # backpressure reached the upstream
+
+
+def test_a_thousand_slowloris_connections_do_not_stop_normal_requests(start_proxy, pools):
+    blue, green = pools
+    n = 1000
+    raise_nofile(n + 200)
+    proxy = start_proxy([blue.address], [green.address],
+                        extra="timeouts: {client_header: 30s}\n")
+    baseline = rss_mb(proxy.proc.pid)
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+            slow.append(s)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.5)  # let the proxy take in every partial head
+        conn = open_conn(proxy.port, timeout=5)
+        resp, body = get(conn)
+        assert resp.status == 200 and body.startswith(b"Hello from blue")
+        rss = rss_mb(proxy.proc.pid)
+        print(f"{n} slowloris connections: proxy RSS {rss:.1f} MB (baseline {baseline:.1f} MB)")
+        still_open = sum(1 for s in slow if not select.select([s], [], [], 0)[0])
+        assert still_open == n  # none was answered or closed before client_header
+        assert rss < 150
+    finally:
+        for s in slow:
+            s.close()
+
+
+# -- dying upstreams and stale connections ------------------------------------------------
+
+def test_upstream_killed_under_load_fails_no_get_and_comes_back_when_restarted(start_proxy):
+    one, two, green = PoolProcess("blue"), PoolProcess("blue"), PoolProcess("green")
+    try:
+        proxy = start_proxy([one.address, two.address], [green.address])
+        with LoadClient(proxy.port, connections=8, duration=60) as load:
+            wait_for(lambda: load.ok > 300, 30, what="traffic before the kill")
+            one.proc.kill()  # SIGKILL: no goodbye, connections reset, connects refused
+            wait_for(lambda: not upstream_status(proxy, "blue", one.address)["healthy"],
+                     what="the killed upstream shown down")
+            before = load.ok
+            wait_for(lambda: load.ok > before + 300, what="traffic after the kill")
+            served_before = served_by(proxy, one.address)
+            restarted = PoolProcess("blue", port=one.port)
+            try:
+                wait_for(lambda: upstream_status(proxy, "blue", one.address)["healthy"],
+                         what="the restarted upstream shown healthy")
+                wait_for(lambda: served_by(proxy, one.address) > served_before + 100,
+                         what="traffic to the restarted upstream")
+                result = load.stop()
+            finally:
+                restarted.stop()
+        assert result.failures == [], f"{Counter(result.failures)}\n{data_plane_errors(proxy)}"
+        assert result.by_pool["blue"] == result.ok
+        assert result.ok > 900
+        print(f"kill -9 under load: {result.ok} GETs, client-side retries {result.retries}, "
+              f"proxy retries {len(proxy.events('upstream_retry'))}")
+    finally:
+        for pool in (one, two, green):
+            pool.stop()
+
+
+def test_stale_keepalive_upstream_connection_is_retried_for_get_without_client_errors(
+        start_proxy, upstreams):
+    rec = upstreams(OneShotUpstream)
+    proxy = start_proxy([rec.address], [rec.address])
+    conn = open_conn(proxy.port)
+    errors = []
+    for i in range(300):
+        try:
+            resp, body = get(conn, f"/g{i}")
+            if resp.status != 200:
+                errors.append((i, resp.status, body))
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append((i, repr(exc)))
+            conn = open_conn(proxy.port)
+    print(f"stale keep-alive GETs: {rec.stale_hits} hit a closing upstream connection, "
+          f"{len(proxy.events('upstream_retry'))} proxy retries")
+    assert errors == []
+    assert rec.stale_hits > 0  # the race did happen, many times
+
+
+def test_stale_keepalive_upstream_connection_never_gets_a_post_twice(start_proxy, upstreams):
+    rec = upstreams(OneShotUpstream)
+    proxy = start_proxy([rec.address], [rec.address])
+    conn = open_conn(proxy.port)
+    statuses: dict[str, int | str] = {}
+    for _ in range(200):
+        post_id = uuid.uuid4().hex
+        try:
+            conn.request("POST", "/order", body=f"id={post_id}".encode())
+            resp = conn.getresponse()
+            resp.read()
+            statuses[post_id] = resp.status
+        except (OSError, http.client.HTTPException) as exc:
+            statuses[post_id] = repr(exc)  # a cut connection: reported by the assertion below
+            conn = open_conn(proxy.port)
+    seen = Counter(req.rsplit(b"\r\n\r\n", 1)[1].decode()[3:] for req in list(rec.requests)
+                   if req.startswith(b"POST "))
+    print(f"stale keep-alive POSTs: {Counter(statuses.values())}, "
+          f"{rec.stale_hits} reached a closing upstream connection")
+    assert [i for i, n in seen.items() if n > 1] == []  # never the same POST twice
+    assert set(Counter(statuses.values())) <= {200, 502}
+    assert all(seen[i] == 1 for i, status in statuses.items() if status == 200)
+
+
+# -- WebSockets ---------------------------------------------------------------------------
+
+def _cookies_by_pool(port: int) -> dict[str, str]:
+    conn = open_conn(port)
+    cookies: dict[str, str] = {}
+    for _ in range(200):
+        resp, body = get(conn)
+        cookies.setdefault(body.decode(), sticky_cookie(resp))
+        if len(cookies) == 2:
+            return cookies
+    raise AssertionError(f"both pools not reached in 200 requests: {cookies}")
+
+
+def test_websocket_echoes_text_and_binary_and_sticks_to_the_cookie_pool(start_proxy, echo_pools):
+    blue, green = echo_pools
+    proxy = start_proxy([blue.address], [green.address], weights={"blue": 50, "green": 50})
+    cookies = _cookies_by_pool(proxy.port)
+    for pool in ("green", "blue"):
+        for _ in range(10):  # 10 handshakes: drawn by weight, 1 in 1024 would all match
+            with ws_connect(f"ws://127.0.0.1:{proxy.port}/ws",
+                            additional_headers={"Cookie": cookies[pool]},
+                            open_timeout=5, close_timeout=2) as ws:
+                ws.send("hello")
+                assert ws.recv(timeout=5) == f"{pool}:hello"
+                ws.send(b"\x00\x01\xffbinary")
+                assert ws.recv(timeout=5) == pool.encode() + b":\x00\x01\xffbinary"
+    big = os.urandom(256 * 1024)
+    with ws_connect(f"ws://127.0.0.1:{proxy.port}/ws", additional_headers={"Cookie": cookies["green"]},
+                    open_timeout=5, close_timeout=2) as ws:
+        ws.send(big)
+        assert ws.recv(timeout=10) == b"green:" + big
+
+
+def test_drain_counts_an_open_websocket_in_flight_and_closes_it_after_the_drain_timeout(
+        start_proxy, echo_pools):
+    blue, green = echo_pools
+    proxy = start_proxy([blue.address], [green.address], weights={"blue": 50, "green": 50},
+                        extra="timeouts: {drain: 1s}\n")
+    cookies = _cookies_by_pool(proxy.port)
+    url = f"ws://127.0.0.1:{proxy.port}/ws"
+    with ws_connect(url, additional_headers={"Cookie": cookies["green"]}, open_timeout=5,
+                    close_timeout=2) as to_green, \
+         ws_connect(url, additional_headers={"Cookie": cookies["blue"]}, open_timeout=5,
+                    close_timeout=2) as to_blue:
+        to_green.send("before")
+        assert to_green.recv(timeout=5) == "green:before"
+        status = proxy.status()["pools"]
+        assert status["green"]["inflight"] == 1 and status["blue"]["inflight"] == 1
+        assert [u["inflight"] for u in status["green"]["upstreams"]] == [1]
+
+        proxy.cli("drain", "green", check=True)
+        drained = time.monotonic()
+        to_green.send("during")  # in flight on green, it keeps working until the timeout
+        assert to_green.recv(timeout=5) == "green:during"
+        closed = None
+        for _ in range(2 * int(WITHIN)):
+            try:
+                to_green.recv(timeout=0.5)
+            except TimeoutError:
+                continue
+            except ConnectionClosed:
+                closed = time.monotonic()
+                break
+        assert_deadline(drained, closed, "WebSocket to a drained pool")
+        to_blue.send("still here")  # the other pool's WebSocket is untouched
+        assert to_blue.recv(timeout=5) == "blue:still here"
+    wait_for(lambda: proxy.status()["pools"]["green"]["inflight"] == 0,
+             what="green in-flight back to 0")
+
+
+# -- limits -----------------------------------------------------------------------------
+
+def test_connection_over_max_connections_gets_503_and_is_closed_then_room_frees_up(
+        start_proxy, pools):
+    blue, green = pools
+    proxy = start_proxy([blue.address], [green.address], extra="limits: {max_connections: 20}\n")
+    conns = [open_conn(proxy.port) for _ in range(20)]
+    for conn in conns:  # each one accepted and served
+        assert get(conn)[0].status == 200
+
+    def refused() -> bytes:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+            out, closed = read_until_closed(s, 5.0)
+        assert closed is not None, "the connection over the limit was left open"
+        return out
+
+    out = refused()
+    (status, headers, _), = parse_responses(out)
+    assert status == 503 and headers["connection"] == ["close"]
+    for conn in conns[:5]:
+        conn.close()
+
+    def served(conn) -> bool:
+        try:
+            return get(conn)[0].status == 200
+        except (OSError, http.client.HTTPException):
+            conn.close()  # refused while the proxy had not seen the closes yet
+            return False
+
+    def new_and_served():
+        conn = open_conn(proxy.port)
+        return conn if served(conn) else None
+
+    for _ in range(5):  # the proxy sees the five closes a moment later
+        wait_for(new_and_served, what="room for a new connection")
+    for conn in conns[5:]:  # the old ones are still served too
+        assert get(conn)[0].status == 200
+    assert parse_responses(refused())[0][0] == 503  # 20 open again: full
+
+
+# -- forwarding headers -------------------------------------------------------------------
+
+_FORWARDED = (b"GET /fwd HTTP/1.1\r\nHost: inner.test\r\nX-Forwarded-For: 1.2.3.4\r\n"
+              b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: public.test\r\n\r\n")
+
+
+def _forwarded_fields(proxy: ProxyProcess, rec) -> dict[str, list[str]]:
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        s.sendall(_FORWARDED)
+        answer = b""
+        while b"\r\n\r\nok" not in answer:
+            chunk = s.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    (request,) = [r for r in rec.requests if r.startswith(b"GET /fwd ")]
+    return request_fields(request)
+
+
+def test_trusted_proxy_forwarding_headers_are_extended_and_kept(start_proxy, upstreams):
+    rec = upstreams()
+    proxy = start_proxy([rec.address], [rec.address], extra='trusted_proxies: ["127.0.0.1/32"]\n')
+    fields = _forwarded_fields(proxy, rec)
+    assert fields["x-forwarded-for"] == ["1.2.3.4, 127.0.0.1"]
+    assert fields["x-forwarded-proto"] == ["https"]
+    assert fields["x-forwarded-host"] == ["public.test"]
+
+
+def test_behind_a_trusted_tls_terminator_the_sticky_cookie_is_secure(start_proxy, upstreams):
+    rec = upstreams()
+    proxy = start_proxy([rec.address], [rec.address], extra='trusted_proxies: ["127.0.0.1/32"]\n')
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        s.sendall(_FORWARDED)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += s.recv(65536)
+    cookie = [line for line in answer.split(b"\r\n") if line.startswith(b"Set-Cookie: switchyard_pool=")]
+    assert cookie and cookie[0].endswith(b"; Secure"), answer
+
+
+def test_trusted_proxy_that_sends_no_proto_or_host_gets_ours(start_proxy, upstreams):
+    rec = upstreams()
+    proxy = start_proxy([rec.address], [rec.address], extra='trusted_proxies: ["127.0.0.1/32"]\n')
+    raw_exchange(proxy.port, b"GET /bare HTTP/1.1\r\nHost: inner.test\r\nConnection: close\r\n\r\n")
+    (request,) = [r for r in rec.requests if r.startswith(b"GET /bare ")]
+    fields = request_fields(request)
+    assert fields["x-forwarded-proto"] == ["http"]
+    assert fields["x-forwarded-host"] == ["inner.test"]
+    assert fields["x-forwarded-for"] == ["127.0.0.1"]
+
+
+def test_untrusted_client_forwarding_headers_are_replaced(start_proxy, upstreams):
+    rec = upstreams()
+    proxy = start_proxy([rec.address], [rec.address])
+    fields = _forwarded_fields(proxy, rec)
+    assert fields["x-forwarded-for"] == ["127.0.0.1"]
+    assert fields["x-forwarded-proto"] == ["http"]
+    assert fields["x-forwarded-host"] == ["inner.test"]
+
+
+# -- retries ------------------------------------------------------------------------------
+
+# Health checks once at start and never again, and no passive ejection: an upstream
+# that dies after the start stays in rotation, so requests really meet a refused connect.
+_NO_RECHECK = "{path: /health, interval: 1h, timeout: 1s, eject_after: 1000}"
+
+
+@pytest.fixture
+def dead_and_live(start_proxy, upstreams):
+    """A blue pool of [dead, live]: both healthy at start, then `dead` stops listening."""
+    dead, live = upstreams(), upstreams()
+    proxy = start_proxy([dead.address, live.address], [live.address], health=_NO_RECHECK)
+    assert [u["healthy"] for u in proxy.status()["pools"]["blue"]["upstreams"]] == [True, True]
+    dead.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", dead.port), timeout=2).close()
+    return proxy, dead, live
+
+
+def test_get_meeting_a_refused_connect_is_retried_on_the_live_upstream(dead_and_live):
+    proxy, dead, live = dead_and_live
+    conn = open_conn(proxy.port)
+    for i in range(10):
+        resp, body = get(conn, f"/get{i}")
+        assert resp.status == 200 and body == b"ok"
+    retries = [e for e in proxy.events("upstream_retry") if e.get("upstream") == dead.address]
+    assert retries, "no request met the dead upstream; the test proved nothing"
+    assert len([r for r in live.requests if r.startswith(b"GET /get")]) == 10
+
+
+def test_post_meeting_a_refused_connect_is_retried_and_reaches_the_upstream_once(dead_and_live):
+    proxy, dead, live = dead_and_live
+    conn = open_conn(proxy.port)
+    ids = [uuid.uuid4().hex for _ in range(10)]
+    for post_id in ids:
+        conn.request("POST", "/pay", body=post_id.encode())
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"ok"
+    retries = [e for e in proxy.events("upstream_retry") if e.get("upstream") == dead.address]
+    assert retries, "no POST met the dead upstream; the test proved nothing"
+    seen = Counter(r.rsplit(b"\r\n\r\n", 1)[1].decode() for r in live.requests
+                   if r.startswith(b"POST /pay "))
+    assert seen == Counter(ids)  # every POST exactly once
