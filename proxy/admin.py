@@ -97,6 +97,9 @@ class AdminServer:
             return _error(500, str(exc))
         except web.HTTPException as exc:
             return _error(exc.status, exc.reason)
+        except Exception as exc:  # a bug answers 500 in JSON; the proxy keeps running
+            self.log.error("admin_internal_error", path=request.path, error=repr(exc))
+            return _error(500, f"internal error: {exc!r}")
 
     def _allowed(self, peer: tuple[int, int, int] | None) -> bool:
         if peer is None:
@@ -213,9 +216,16 @@ async def _json(request: web.Request, optional: bool = False) -> Any:
             return {}
         raise CommandError("expected a JSON body")
     try:
-        return json.loads(raw, object_pairs_hook=_unique_keys)
+        return json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CommandError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise CommandError("invalid JSON: nested too deeply") from None
+
+
+def _no_constant(name: str):
+    """NaN and Infinity are not JSON (RFC 8259), and not a weight or a threshold."""
+    raise ValueError(f"{name} is not a valid JSON value")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:

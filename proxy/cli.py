@@ -138,11 +138,12 @@ def _serve_or_check(args) -> int:
         return EXIT_OK
     from .accesslog import configure
     from .server import serve
+    from .state import StateError
 
     configure(cfg.log.format, cfg.log.level)
     try:
         return serve(cfg)
-    except OSError as exc:
+    except (OSError, ValueError, StateError) as exc:  # unusable socket, secret or state dir
         print(f"switchyard serve: {exc}", file=sys.stderr)
         return EXIT_REFUSED
 

@@ -20,6 +20,7 @@ from .errors import (
     BadRequestError,
     HeaderTooLargeError,
     NoHealthyPoolError,
+    InternalError,
     ProxyError,
     TargetTooLongError,
     UpstreamProtocolError,
@@ -53,7 +54,7 @@ class ClientConnection(asyncio.Protocol):
         "plane", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "queue", "reading",
         "current", "upstream", "connecting", "out", "paused_writing", "read_paused",
         "deadline", "send_deadline", "head_size", "pool", "upstream_addr", "set_cookie",
-        "keep_alive", "chunked_out", "status", "sent_bytes", "early",
+        "keep_alive", "chunked_out", "status", "sent_bytes", "early", "in_next",
     )
 
     def __init__(self, plane: DataPlane) -> None:
@@ -85,6 +86,7 @@ class ClientConnection(asyncio.Protocol):
         # Bytes that followed a WebSocket handshake, held until the upstream
         # accepts it (None: not waiting for an upgrade).
         self.early: bytearray | None = None
+        self.in_next = False
 
     def __repr__(self) -> str:
         state = "busy" if self.current is not None else "idle"
@@ -121,6 +123,7 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._reject(cause if isinstance(cause, ProxyError) else BadRequestError(repr(cause)))
+            return
         except httptools.HttpParserError as exc:
             self._reject(_parse_error(str(exc), data))
             return
@@ -228,7 +231,7 @@ class ClientConnection(asyncio.Protocol):
         if self.current is None and not self.queue:
             # Nothing to answer first (the common case): straight to the upstream.
             self.current = req
-            self._forward(req)
+            self._start(req)
             return
         self.queue.append(req)
         if self.current is None:
@@ -255,18 +258,39 @@ class ClientConnection(asyncio.Protocol):
             self._next()
 
     def _next(self) -> None:
-        """Start the oldest queued request if none is being answered."""
-        while self.current is None and self.queue and self.transport is not None:
-            req = self.queue.popleft()
-            self.current = req
-            if req.error is not None:
-                self._answer_error(req.error)
-                return
-            self._forward(req)
+        """Start the oldest queued request if none is being answered.
+
+        A loop, not recursion: requests answered at once (a 503, a queued 400)
+        finish inside this call, and their _finish would otherwise call back in,
+        one frame per pipelined request.
+        """
+        if self.in_next:
+            return
+        self.in_next = True
+        try:
+            while self.current is None and self.queue and self.transport is not None:
+                req = self.queue.popleft()
+                self.current = req
+                if req.error is not None:
+                    self._answer_error(req.error)
+                    return
+                self._start(req)
+        finally:
+            self.in_next = False
         if self.read_paused and len(self.queue) < MAX_QUEUED and self.transport is not None:
             if self.current is None or self.current.error is None:
                 self.read_paused = False
                 self.transport.resume_reading()
+
+    def _start(self, req: Request) -> None:
+        """Forward `req`; whatever goes wrong, the client gets an answer."""
+        try:
+            self._forward(req)
+        except ProxyError as err:
+            self._answer_error(err)
+        except Exception as exc:  # a bug must cost one request, not hang the connection
+            self.plane.log_event("internal_error", detail=repr(exc), peer=self.peer)
+            self._answer_error(InternalError(repr(exc)))
 
     def _forward(self, req: Request) -> None:
         plane = self.plane
@@ -374,6 +398,7 @@ class ClientConnection(asyncio.Protocol):
             self.out.clear()
             self._log(self.status)
             self.pool.count(None, self.loop.time() - req.started)
+            req.close()
             self.current = None
             self.transport.abort()
             return
@@ -402,7 +427,10 @@ class ClientConnection(asyncio.Protocol):
 
     def _answer_error(self, err: ProxyError, upstream: Upstream | None = None) -> None:
         req = self.current
-        keep = req.error is None and req.keep_alive and not self.plane.draining
+        # After a failed WebSocket handshake llhttp has stopped at the Upgrade:
+        # what follows on this connection is not HTTP we can parse, so close.
+        keep = req.error is None and req.keep_alive and not self.plane.draining and \
+            not req.upgrade
         self.plane.log_event(err.event, status=err.status, detail=err.detail,
                              upstream=str(upstream.address) if upstream else None,
                              peer=self.peer)

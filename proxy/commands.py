@@ -6,6 +6,7 @@ builds them with `from_json()`.  One parser for both, so they cannot drift.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +31,13 @@ def _pool_name(value: Any, pools: list[str], key: str) -> str:
     return value
 
 
+MAX_WEIGHT = 1_000_000
+
+
 def _number(value: Any, key: str, lo: float = 0.0, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CommandError(f"{key}: expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value):
+        raise CommandError(f"{key}: expected a finite number, got {value!r}")
     if value < lo or (hi is not None and value > hi):
         raise CommandError(f"{key}: {value} is out of range")
     return float(value)
@@ -64,8 +69,10 @@ class Weights:
         if missing:
             raise CommandError(f"missing weight for pool {missing[0]!r}")
         for name, value in body.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise CommandError(f"{name}: weight must be an integer >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or \
+                    not 0 <= value <= MAX_WEIGHT:
+                raise CommandError(
+                    f"{name}: weight must be an integer 0..{MAX_WEIGHT}, got {value!r}")
         if not any(body.values()):
             raise CommandError("at least one weight must be > 0")
         return cls({p: body[p] for p in pools})

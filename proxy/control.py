@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 from .commands import ConflictError, Cutover, Drain, PreconditionError, Weights
@@ -66,11 +67,12 @@ class Controller:
 
     def set_weights(self, cmd: Weights, caller: dict, event: str = "weights_changed") -> dict:
         """New weights by hand; cancels a rollout in progress."""
-        self._cancel_rollout("weights set by hand")
-        self._set(cmd.weights, event, caller)
+        rollout = self._ended(CANCELLED, "weights set by hand")
+        self._set(cmd.weights, event, caller, rollout=rollout)
         return self.status()
 
-    def _set(self, weights: dict[str, int], event: str, caller: dict, **why) -> None:
+    def _set(self, weights: dict[str, int], event: str, caller: dict, rollout=None,
+             **why) -> None:
         table = self.table
         now = self.plane.loop.time()
         new = table_from(
@@ -80,7 +82,7 @@ class Controller:
             epochs=dict(table.epochs),
             grace_until=_grace_after(table, weights, now, self.plane.config.sticky.grace),
         )
-        self._apply(new, event, caller, **why)
+        self._apply(new, event, caller, rollout, **why)
 
     async def cutover(self, cmd: Cutover, caller: dict, expected: int | None) -> dict:
         """All new traffic to `cmd.to` once it is healthy; 409 if it does not become so."""
@@ -91,16 +93,16 @@ class Controller:
         weights = {p: (100 if p == cmd.to else 0) for p in self.pools}
         return self.set_weights(Weights(weights), caller, event="cutover")
 
-    def rollback(self, caller: dict, reason: str = "") -> dict:
+    def rollback(self, caller: dict, reason: str = "", back: str | None = None,
+                 rollout=None) -> dict:
         """All weight back to `previous` at once; cookies for the pools left stop working."""
         table = self.table
-        back = table.previous
+        back = back or table.previous
         if back is None or back not in table.weights:
             if self._graced(table):
                 return self._end_grace(caller)
             raise ConflictError("nothing to roll back to: no previous pool")
-        if self.rollout is not None and self.rollout.active:
-            self._end_rollout(ROLLED_BACK, reason or "rolled back by hand")
+        rollout = rollout or self._ended(ROLLED_BACK, reason or "rolled back by hand")
         epochs = dict(table.epochs)
         for pool, weight in table.weights.items():
             if pool != back and weight > 0:
@@ -112,7 +114,7 @@ class Controller:
             epochs=epochs,
             grace_until={},
         )
-        self._apply(new, "rolled_back", caller, reason=reason or "by hand")
+        self._apply(new, "rolled_back", caller, rollout, reason=reason or "by hand")
         return self.status()
 
     def _graced(self, table: RoutingTable) -> list[str]:
@@ -140,12 +142,12 @@ class Controller:
         weights[cmd.pool] = 0
         if not any(weights.values()):
             raise ConflictError(f"cannot drain {cmd.pool}: no other pool has weight")
-        self._cancel_rollout(f"pool {cmd.pool} drained")
+        rollout = self._ended(CANCELLED, f"pool {cmd.pool} drained")
         grace = {p: t for p, t in table.grace_until.items() if p != cmd.pool}
         new = table_from(weights, generation=table.generation + 1,
                          previous=_previous_after(table, weights), epochs=dict(table.epochs),
                          grace_until=grace)
-        self._apply(new, "pool_drained", caller, pool=cmd.pool)
+        self._apply(new, "pool_drained", caller, rollout, pool=cmd.pool)
         self.plane.loop.call_later(self.plane.config.timeouts.drain, self._close_tunnels, cmd.pool)
         return self.status()
 
@@ -163,11 +165,21 @@ class Controller:
                 raise ConflictError(f"pool {pool} is not healthy after {wait:g}s; nothing changed")
             await asyncio.sleep(0.1)
 
-    def _apply(self, new: RoutingTable, event: str, caller: dict, **why) -> None:
-        """Persist, then swap: the order that makes a failed save change nothing."""
-        old = self.table
-        save(self.state_file, saved_state(new, self.rollout))
+    def _apply(self, new: RoutingTable, event: str, caller: dict, rollout=None,
+               **why) -> None:
+        """Persist, then swap: the order that makes a failed save change nothing.
+
+        `rollout` is the rollout as it will be after this change (None: as it is);
+        it is saved with the table and takes effect with it.
+        """
+        old, old_rollout = self.table, self.rollout
+        rollout = old_rollout if rollout is None else rollout
+        save(self.state_file, saved_state(new, rollout))
         self.plane.set_table(new)
+        self.rollout = rollout
+        if rollout is not old_rollout and old_rollout is not None and old_rollout.active \
+                and not rollout.active:
+            self._announce_end(rollout)
         self.events.emit(event, old=dict(old.weights), new=dict(new.weights),
                          generation=new.generation, previous=new.previous, **why, **caller)
 
@@ -175,18 +187,18 @@ class Controller:
 
     async def start_rollout(self, cmd: Cutover, caller: dict, expected: int | None = None) -> dict:
         """Start stepping traffic to `cmd.to`; the proxy runs it from here (202)."""
-        if self.rollout is not None and self.rollout.state == RUNNING:
-            raise ConflictError(f"a rollout to {self.rollout.target} is in progress; "
-                                "roll back or set weights first")
+        self._refuse_second_rollout()
         source = _main_pool(self.table.weights, exclude=cmd.to)
         if source is None:
             raise ConflictError(f"{cmd.to} already has all the traffic")
         if not cmd.force:
             await self._wait_healthy(cmd.to)
+        # The wait yielded to the loop: re-check what another caller may have done.
         self.check_generation(expected)
+        self._refuse_second_rollout()
         defaults = self.plane.config.rollout
         now = time.time()
-        self.rollout = Rollout(
+        rollout = Rollout(
             target=cmd.to, source=source, steps=list(cmd.steps),
             interval=cmd.interval or defaults.interval,
             max_error_rate=defaults.max_error_rate if cmd.max_error_rate is None
@@ -194,36 +206,46 @@ class Controller:
             max_p99=cmd.max_p99 if cmd.max_p99 is not None else defaults.max_p99,
             min_requests=cmd.min_requests or defaults.min_requests,
             started_at=now, step_started_at=now)
-        self._enter_step(caller, "rollout_started")
-        self._rollout_task = self.plane.loop.create_task(self._run_rollout())
+        self._enter_step(rollout, caller, "rollout_started")
+        self._rollout_task = self.plane.loop.create_task(self._run_rollout(rollout))
         return self.status()
 
-    def _enter_step(self, caller: dict, event: str = "rollout_step") -> None:
-        r = self.rollout
-        r.step_started_at = time.time()
-        self._step_marks = (self._snapshot(r.target), self._snapshot(r.source))
-        self._set(r.weights(self.pools), event, caller, step=r.step_index + 1,
-                  percent=r.percent, to=r.target)
+    def _refuse_second_rollout(self) -> None:
+        if self.rollout is not None and self.rollout.state == RUNNING:
+            raise ConflictError(f"a rollout to {self.rollout.target} is in progress; "
+                                "roll back or set weights first")
+
+    def _enter_step(self, rollout: Rollout, caller: dict, event: str = "rollout_step") -> None:
+        """Apply `rollout`'s current step (saved first); start its judging window."""
+        rollout.step_started_at = time.time()
+        marks = (self._snapshot(rollout.target), self._snapshot(rollout.source))
+        self._set(rollout.weights(self.pools), event, caller, rollout=rollout,
+                  step=rollout.step_index + 1, percent=rollout.percent, to=rollout.target)
+        self._step_marks = marks
 
     def _snapshot(self, pool: str) -> Snapshot:
         p = self.plane.pools.get(pool)
         return Snapshot.of(p) if p is not None else Snapshot.empty()
 
-    async def _run_rollout(self) -> None:
-        try:
-            while self.rollout is not None and self.rollout.state == RUNNING:
-                await asyncio.sleep(TICK)
-                if self.rollout is None or self.rollout.state != RUNNING:
-                    return
-                self._tick()
-        except Exception as exc:  # a bug here must not leave traffic half-moved silently
-            self.events.emit("rollout_failed", level="error", error=repr(exc))
-            if self.rollout is not None and self.rollout.active:
-                self.rollout.state = HELD
-                self.rollout.reason = f"internal error: {exc!r}; holding"
+    async def _run_rollout(self, rollout: Rollout) -> None:
+        """Judge `rollout` every TICK while it is the one running (a newer one,
+        or its end, stops this task)."""
+        started = rollout.started_at  # identifies this rollout across its step copies
+        while True:
+            await asyncio.sleep(TICK)
+            rollout = self.rollout
+            if rollout is None or rollout.started_at != started or rollout.state != RUNNING:
+                return
+            try:
+                self._tick(rollout)
+            except Exception as exc:  # e.g. a failed save: hold, say so, retry nothing
+                self.events.emit("rollout_failed", level="error", error=repr(exc))
+                if self.rollout is not None and self.rollout.state == RUNNING:
+                    self.rollout = replace(self.rollout, state=HELD,
+                                           reason=f"holding after an error: {exc}")
+                return
 
-    def _tick(self) -> None:
-        r = self.rollout
+    def _tick(self, r: Rollout) -> None:
         target_mark, source_mark = self._step_marks
         target = Window.between(target_mark, self._snapshot(r.target))
         source = Window.between(source_mark, self._snapshot(r.source))
@@ -231,46 +253,39 @@ class Controller:
         verdict = judge(target, source, time.time() - r.step_started_at, r.interval,
                         r.max_error_rate, r.max_p99, r.min_requests)
         if verdict.action == "rollback":
-            self._auto_rollback(verdict.reason)
+            self._auto_rollback(r, verdict.reason)
         elif verdict.action == "advance":
-            self._advance()
+            self._advance(r)
         else:
             r.reason = verdict.reason
 
-    def _advance(self) -> None:
-        r = self.rollout
+    def _advance(self, r: Rollout) -> None:
         if r.step_index + 1 >= len(r.steps):
-            self._end_rollout(COMPLETED, f"all traffic on {r.target}")
-            self.persist()
+            done = replace(r, state=COMPLETED, reason=f"all traffic on {r.target}")
+            save(self.state_file, saved_state(self.table, done))
+            self.rollout = done
+            self._announce_end(done)
             return
-        r.step_index += 1
-        r.reason = ""
-        self._enter_step(_internal(), "rollout_step")
+        self._enter_step(replace(r, step_index=r.step_index + 1, reason=""), _internal())
 
-    def _auto_rollback(self, reason: str) -> None:
-        r = self.rollout
+    def _auto_rollback(self, r: Rollout, reason: str) -> None:
         why = f"step {r.step_index + 1} ({r.percent}% to {r.target}): {reason}"
-        self._end_rollout(ROLLED_BACK, why)
-        # The pool left is where traffic returns, whatever `previous` says.
-        table = self.table
-        if table.previous != r.source:
-            self.plane.set_table(table_from(dict(table.weights), table.generation,
-                                            r.source, dict(table.epochs),
-                                            dict(table.grace_until)))
-        self.rollback(_internal(), reason=f"automatic: {why}")
+        ended = replace(r, state=ROLLED_BACK, reason=why)
+        # Traffic returns to the pool the rollout left, whatever `previous` says.
+        self.rollback(_internal(), reason=f"automatic: {why}", back=r.source, rollout=ended)
 
-    def _end_rollout(self, state: str, reason: str) -> None:
+    def _ended(self, state: str, reason: str) -> Rollout | None:
+        """The active rollout as it would be once ended (None when none is active)."""
         r = self.rollout
-        r.state = state
-        r.reason = reason
-        level = "warning" if state == ROLLED_BACK else "info"
-        self.events.emit(f"rollout_{state}", level=level, to=r.target, reason=reason,
+        if r is None or not r.active:
+            return None
+        return replace(r, state=state, reason=reason)
+
+    def _announce_end(self, r: Rollout) -> None:
+        level = "warning" if r.state == ROLLED_BACK else "info"
+        self.events.emit(f"rollout_{r.state}", level=level, to=r.target, reason=r.reason,
                          step=r.step_index + 1, percent=r.percent, window=r.window,
                          baseline=r.baseline)
-
-    def _cancel_rollout(self, reason: str) -> None:
-        if self.rollout is not None and self.rollout.active:
-            self._end_rollout(CANCELLED, reason)
 
     # -- state ---------------------------------------------------------------------
 
@@ -278,7 +293,13 @@ class Controller:
         self.plane.set_table(table_from(saved.weights, saved.generation, saved.previous,
                                         saved.epochs))
         if saved.rollout:
-            self.rollout = Rollout.from_json(saved.rollout)
+            try:
+                self.rollout = Rollout.from_json(saved.rollout)
+                self.rollout.percent  # noqa: B018 - a step index out of range fails here
+            except (TypeError, ValueError, IndexError, KeyError) as exc:
+                self.rollout = None
+                self.events.emit("rollout_not_restored", level="warning", error=repr(exc))
+                return
             if self.rollout.active:
                 # We cannot know what happened while we were down: hold, and say so.
                 self.rollout.state = HELD

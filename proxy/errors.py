@@ -86,6 +86,13 @@ class UpstreamTimeoutError(ProxyError):
     event = "upstream_timeout"
 
 
+class InternalError(ProxyError):
+    """A bug in the proxy: the request fails, the connection and process live on."""
+
+    status = 500
+    event = "internal_error"
+
+
 class DrainingError(ProxyError):
     status = 503
     event = "shutting_down"

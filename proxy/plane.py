@@ -101,7 +101,10 @@ class DataPlane:
             gone.close_idle()  # in-flight requests on them finish on their own
         pool = Pool(pc.name, ups, pc.balance)
         if old is not None:
+            # Counters carry over a reload (requests still in flight count into the
+            # old object; what they add there is lost, a known, small undercount).
             pool.requests, pool.errors, pool.by_class = old.requests, old.errors, old.by_class
+            pool.latency = old.latency
         return pool
 
     def set_table(self, table: RoutingTable) -> None:

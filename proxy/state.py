@@ -87,7 +87,7 @@ def load(path: str, pools: list[str]) -> tuple[SavedState | None, str | None]:
         return None, f"{path}: unreadable state file ({exc})"
     try:
         state = _parse(raw)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return None, f"{path}: invalid state file ({exc})"
     if set(state.weights) != set(pools):
         return None, (f"{path}: state names pools {sorted(state.weights)} but the config has "
@@ -96,6 +96,9 @@ def load(path: str, pools: list[str]) -> tuple[SavedState | None, str | None]:
 
 
 def _parse(raw: dict) -> SavedState:
+    rollout = raw.get("rollout")
+    if rollout is not None and not isinstance(rollout, dict):
+        raise ValueError("rollout must be an object")
     weights = {str(k): int(v) for k, v in raw["weights"].items()}
     if any(w < 0 for w in weights.values()) or not any(weights.values()):
         raise ValueError("weights must be >= 0 with at least one > 0")

@@ -81,7 +81,9 @@ class Upstream:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.transport is not None and now - conn.idle_since < self.idle_timeout:
+            transport = conn.transport
+            if transport is not None and not transport.is_closing() and \
+                    now - conn.idle_since < self.idle_timeout:
                 conn.start(client, payload, is_head, True, body_file, now)
                 return
             conn.close()
@@ -253,6 +255,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
+        self.body_file = None  # the client side owns (and closes) the file
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -397,7 +400,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
-        if keep_alive and self.transport is not None:
+        # An answer that came before the whole request body went out (an early
+        # 413, say) leaves the connection mid-request: never reuse it, or the
+        # next request would land inside the rest of this body.
+        if keep_alive and self.transport is not None and self.body_file is None:
             self.upstream.release(self)
         else:
             self.close()
