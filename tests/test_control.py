@@ -532,6 +532,11 @@ def test_admin_socket_defaults_to_0600_and_others_cannot_connect(proxy):
 # -- bad admin input ------------------------------------------------------------------------
 
 BAD_INPUTS = [
+    ("PUT", "/weights", b'{"blue": 1' + b"0" * 400 + b', "green": 0}', {}),
+    ("PUT", "/weights", b"[" * 60000, {}),
+    ("POST", "/cutover", b'{"to": "green", "steps": [50, 100], "max_error_rate": NaN}', {}),
+    ("POST", "/cutover", b'{"to": "green", "steps": [50, 100], "interval": Infinity}', {}),
+    ("POST", "/tester-cookie", b'{"pool": "green", "ttl": NaN}', {}),
     ("PUT", "/weights", b"not json", {}),
     ("PUT", "/weights", b"[100, 0]", {}),
     ("PUT", "/weights", b'"blue=100"', {}),

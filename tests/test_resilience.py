@@ -738,3 +738,22 @@ def test_post_meeting_a_refused_connect_is_retried_and_reaches_the_upstream_once
     seen = Counter(r.rsplit(b"\r\n\r\n", 1)[1].decode() for r in live.requests
                    if r.startswith(b"POST /pay "))
     assert seen == Counter(ids)  # every POST exactly once
+
+
+def test_thousands_of_pipelined_requests_failing_at_once_are_all_answered(start_proxy):
+    # No pool is healthy, so every queued request fails synchronously (503):
+    # answering them must not recurse, one stack frame per request.
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: connects are refused
+    address = f"127.0.0.1:{dead.getsockname()[1]}"
+    try:
+        proxy = start_proxy([address], [address])
+        data = b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3000))
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as s:
+            s.sendall(data + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            out = b""
+            while chunk := s.recv(1 << 20):
+                out += chunk
+    finally:
+        dead.close()
+    assert out.count(b"HTTP/1.1 503 ") == 3001
