@@ -586,7 +586,8 @@ BAD_INPUTS = [
 def _case_id(case) -> str:
     method, path, body, headers = case
     shown = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    shown = (shown[:40] + "...") if shown and len(shown) > 40 else shown
+    shown = (shown[:40] + (b"..." if isinstance(shown, bytes) else "...")) \
+        if shown and len(shown) > 40 else shown
     return f"{method} {path} {shown!r} {headers or ''}".strip()
 
 
