@@ -1,9 +1,17 @@
 """Python cost of one proxied request, without sockets.
 
-Drives a ClientConnection and an UpstreamConnection with in-memory
-transports, so the number is the interpreter's work per request (parsing,
-routing, cookie, head regeneration, access log), free of kernel and
-scheduler noise.  Run: python benchmarks/hotpath.py [--no-log]
+Drives ClientConnections and UpstreamConnections with in-memory transports,
+so the number is the interpreter's work per request (parsing, routing,
+cookie, head regeneration, access log), free of kernel and scheduler noise.
+`CLIENTS` clients send a request each, then their upstreams answer: one pass
+of the event loop under load, with the writes the plane queued going out at
+its end, as in `switchyard serve`.
+
+    python benchmarks/hotpath.py [-n N] [--no-log] [--wrk]
+
+`--wrk` uses the exact messages of `benchmarks/run.py` (wrk's one-field
+request, the nginx upstream's answer) instead of a browser-like request.
+For a noise-free count, see `instructions.sh`.
 """
 
 from __future__ import annotations
@@ -24,10 +32,19 @@ from proxy.plane import DataPlane, table_from  # noqa: E402
 from proxy.sticky import Signer  # noqa: E402
 from proxy.upstream import UpstreamConnection  # noqa: E402
 
-REQUEST = (b"GET /api/items?id=42 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: wrk\r\n"
-           b"Accept: */*\r\nCookie: a=1\r\n\r\n")
-RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Thu, 26 Nov 2026 21:00:00 GMT\r\n"
-            b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n")
+BROWSER = (
+    b"GET /api/items?id=42 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: wrk\r\n"
+    b"Accept: */*\r\nCookie: a=1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Thu, 26 Nov 2026 21:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n",
+)
+WRK = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 21:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: 3\r\nConnection: keep-alive\r\n"
+    b"X-Pool: blue\r\n\r\nok\n",
+)
+CLIENTS = 16  # requests per pass of the loop; wrk's 50 connections give 10-25
 
 
 class FakeTransport:
@@ -69,48 +86,71 @@ class _Sink:
         return False
 
 
+class _Quiet:
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
 def build(log: bool):
     cfg = config_module.from_text(
         "pools:\n  blue: {upstreams: ['127.0.0.1:1']}\n  green: {upstreams: ['127.0.0.1:2']}\n"
         "weights: {blue: 80, green: 20}\n")
-    # uvloop, as `switchyard serve` runs: its loop.time() is the C one.
+    # uvloop, as `switchyard serve` runs: its loop.time() and call_soon are the C ones.
     loop = uvloop.new_event_loop()
     access = AccessLog("json", _Sink()) if log else None
-
-    class Quiet:
-        def __getattr__(self, name):
-            return lambda *a, **k: None
-
-    plane = DataPlane(loop, cfg, table_from(cfg.weights), Signer(b"k" * 32), Quiet(), access)
+    plane = DataPlane(loop, cfg, table_from(cfg.weights), Signer(b"k" * 32), _Quiet(), access)
     for pool in plane.pools.values():
         for up in pool.upstreams:
             up.healthy = True
-            conn = UpstreamConnection(up)
-            conn.connection_made(FakeTransport())
-            conn.idle_since = 1e18  # never expires
-            up.idle.append(conn)
+            for _ in range(CLIENTS):
+                conn = UpstreamConnection(up)
+                conn.connection_made(FakeTransport())
+                conn.idle_since = 1e18  # never expires
+                up.idle.append(conn)
     plane.refresh_health()
-    client = ClientConnection(plane)
-    client.connection_made(FakeTransport())
-    return plane, client, access
+    clients = []
+    for i in range(CLIENTS):
+        client = ClientConnection(plane)
+        client.connection_made(FakeTransport(("127.0.0.1", 40000 + i)))
+        clients.append(client)
+    return loop, plane, clients, access
 
 
-def run(n: int, log: bool) -> float:
-    plane, client, access = build(log)
+def run(n: int, log: bool, messages=BROWSER) -> float:
+    """Microseconds of Python per request, over about `n` requests."""
+    request, response = messages
+    loop, plane, clients, access = build(log)
+    # Trees from before the plane queued writes (commit 2685e05) write at once.
+    flush_writes = getattr(plane, "flush_writes", lambda: None)
+    passes = max(1, n // CLIENTS)
     t0 = time.perf_counter()
-    for _ in range(n):
-        client.data_received(REQUEST)
-        client.upstream.data_received(RESPONSE)
+    for i in range(passes):
+        for client in clients:
+            client.data_received(request)
+        flush_writes()  # the end of the pass: the queued requests go out
+        for client in clients:
+            client.upstream.data_received(response)
+        flush_writes()
+        if i % 64 == 63:
+            # Run the loop once, so that the flush_writes callbacks `send`
+            # scheduled are run (and cost) as in the server, not hoarded.
+            loop.call_soon(loop.stop)
+            loop.run_forever()
     if access is not None:
         access.flush()  # the lines still pending are part of the cost
-    return (time.perf_counter() - t0) / n * 1e6
+    elapsed = time.perf_counter() - t0
+    loop.close()
+    return elapsed / (passes * CLIENTS) * 1e6
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=100_000)
     ap.add_argument("--no-log", action="store_true")
+    ap.add_argument("--wrk", action="store_true", help="benchmarks/run.py's messages")
     args = ap.parse_args()
-    run(2000, not args.no_log)
-    print(f"{run(args.n, not args.no_log):.2f} us of Python per request "
-          f"(access log {'off' if args.no_log else 'on'})")
+    messages = WRK if args.wrk else BROWSER
+    run(2048, not args.no_log, messages)
+    print(f"{run(args.n, not args.no_log, messages):.2f} us of Python per request "
+          f"(access log {'off' if args.no_log else 'on'}, "
+          f"{'wrk' if args.wrk else 'browser-like'} request)")

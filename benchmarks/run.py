@@ -154,12 +154,14 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(root: int) -> float:
-    """utime+stime+cutime+cstime summed over the tree.
+def cpu_seconds(root: int) -> tuple[float, float]:
+    """(user, system) CPU seconds summed over the tree: utime+cutime, stime+cstime.
 
-    Counting cutime/cstime keeps the sum monotonic when a child exits and is reaped
-    between two readings (its time moves into the parent's c-fields)."""
-    ticks = 0
+    Counting cutime/cstime keeps the sums monotonic when a child exits and is reaped
+    between two readings (its time moves into the parent's c-fields).  The total is
+    exact; the kernel splits it into user and system by sampling, so the split is
+    an estimate."""
+    user = system = 0
     for pid in process_tree(root):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
@@ -167,8 +169,9 @@ def cpu_seconds(root: int) -> float:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
         # fields[0] is field 3 (state) of proc(5); utime..cstime are fields 14..17.
-        ticks += sum(int(x) for x in fields[11:15])
-    return ticks / CLK_TCK
+        user += int(fields[11]) + int(fields[13])
+        system += int(fields[12]) + int(fields[14])
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def rss_kb(root: int) -> int:
@@ -518,12 +521,16 @@ def run_wrk(port: int, duration: float) -> dict:
 
 def measure_round(target: Target, duration: float) -> dict:
     """One wrk run, with the proxy's CPU time read around it."""
-    cpu_before = cpu_seconds(target.proc.pid) if target.proc else None
+    before = cpu_seconds(target.proc.pid) if target.proc else None
     result = run_wrk(target.port, duration)
     if target.proc:
-        cpu = cpu_seconds(target.proc.pid) - cpu_before
-        result["cpu_s"] = cpu
-        result["cpu_us_per_req"] = cpu * 1e6 / max(result["requests"], 1)
+        after = cpu_seconds(target.proc.pid)
+        user, system = after[0] - before[0], after[1] - before[1]
+        per_req = 1e6 / max(result["requests"], 1)
+        result["cpu_s"] = user + system
+        result["cpu_us_per_req"] = (user + system) * per_req
+        result["user_us_per_req"] = user * per_req
+        result["sys_us_per_req"] = system * per_req
     return result
 
 
@@ -608,7 +615,8 @@ def summarize(target: Target) -> dict:
         return {}
     s = {key: statistics.median(r[key] for r in ok) for key in ("rps", "p50_us", "p99_us")}
     if target.proc:
-        s["cpu_us_per_req"] = statistics.median(r["cpu_us_per_req"] for r in ok)
+        for key in ("cpu_us_per_req", "user_us_per_req", "sys_us_per_req"):
+            s[key] = statistics.median(r[key] for r in ok)
     if target.idle:
         s["idle_rss_mb"] = target.idle["rss_mb"]
         s["idle_held"] = target.idle["connections_held"]
@@ -662,7 +670,8 @@ def fmt(value, spec: str, scale: float = 1.0) -> str:
 
 def print_table(summaries: dict[str, dict], rel: dict[str, dict], idle_conns: int) -> None:
     head = (f"{'target':<11} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} "
-            f"{'RSS MB':>7} {'held':>6}  {'x thr':>6} {'x p99':>6} {'x CPU':>6}")
+            f"{'user':>5} {'sys':>5} {'RSS MB':>7} {'held':>6}  {'x thr':>6} {'x p99':>6} "
+            f"{'x CPU':>6}")
     print(f"\nMedians (RSS with {idle_conns} idle connections; 'held' = connections the proxy "
           f"had accepted; x = ratio to haproxy)")
     print(head)
@@ -671,6 +680,7 @@ def print_table(summaries: dict[str, dict], rel: dict[str, dict], idle_conns: in
         r = rel.get(name, {})
         print(f"{name:<11} {fmt(s.get('rps'), '9.0f')} {fmt(s.get('p50_us'), '8.2f', 1e-3)} "
               f"{fmt(s.get('p99_us'), '8.2f', 1e-3)} {fmt(s.get('cpu_us_per_req'), '10.1f')} "
+              f"{fmt(s.get('user_us_per_req'), '5.1f')} {fmt(s.get('sys_us_per_req'), '5.1f')} "
               f"{fmt(s.get('idle_rss_mb'), '7.1f')} {fmt(s.get('idle_held'), '6.0f')}  "
               f"{fmt(r.get('throughput'), '6.2f')} {fmt(r.get('p99'), '6.2f')} {fmt(r.get('cpu'), '6.2f')}")
 
@@ -773,7 +783,8 @@ def run_benchmark(args: argparse.Namespace, sup: Supervisor, tmp: Path, nofile: 
             t.rounds.append(res)
             print(f"round {rnd + 1} {t.name:<10} {res['rps']:9.0f} req/s  p50 {res['p50_us'] / 1e3:6.2f} ms  "
                   f"p99 {res['p99_us'] / 1e3:6.2f} ms"
-                  + (f"  cpu {res['cpu_us_per_req']:5.1f} us/req" if "cpu_us_per_req" in res else "")
+                  + (f"  cpu {res['cpu_us_per_req']:5.1f} us/req (user {res['user_us_per_req']:4.1f}"
+                     f" sys {res['sys_us_per_req']:4.1f})" if "cpu_us_per_req" in res else "")
                   + (f"  ERRORS {res['socket_errors']} socket, {res['non_2xx']} non-2xx"
                      if res["socket_errors"] or res["non_2xx"] else ""), flush=True)
 

@@ -214,7 +214,7 @@ class ClientConnection(asyncio.Protocol):
         req.inspect(plane, plane.drop_set(self.trusted))
         if req.expect_continue and self.current is None and not self.queue:
             req.expect_continue = False
-            self.transport.write(CONTINUE)
+            plane.send(self.transport, CONTINUE)
         if req.framed:
             # A body follows.  Without one llhttp completes the message at
             # once, so a bodiless request is spared the clock read.
@@ -359,6 +359,7 @@ class ClientConnection(asyncio.Protocol):
         if self.set_cookie:  # sticky from the handshake on
             head = [*head, self.plane.set_cookie_line(
                 self.pool.name, self.trusted and came_over_https(req.headers))]
+        self.plane.flush_writes()  # the tunnel writes directly: what is queued goes first
         self.transport.write(b"".join((
             *head, b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n")))
         conn.hand_over()
@@ -400,6 +401,7 @@ class ClientConnection(asyncio.Protocol):
             self.pool.count(None, self.loop.time() - req.started)
             req.close()
             self.current = None
+            self.plane.flush_writes()  # what was queued of the answer goes out first
             self.transport.abort()
             return
         if self._may_retry(req, err, sent, reused, received):
@@ -454,12 +456,12 @@ class ClientConnection(asyncio.Protocol):
         self.pool = None
         self.upstream_addr = None
         if not self.keep_alive:
-            self.transport.close()
+            self._close()
             return
         reading = self.reading
         if reading is not None and reading.expect_continue:
             reading.expect_continue = False
-            self.transport.write(CONTINUE)
+            self.plane.send(self.transport, CONTINUE)
         if reading is None and not self.queue:
             self.deadline = now + self.plane.timeouts.client_idle
         if self.queue or self.read_paused:
@@ -478,21 +480,28 @@ class ClientConnection(asyncio.Protocol):
     # -- output and timers ---------------------------------------------------------
 
     def flush(self) -> None:
+        """Queue what `out` holds (see DataPlane.send: it goes out at the end of
+        this pass of the event loop)."""
         out = self.out
         if out and self.transport is not None:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self.plane.send(self.transport, out[0] if len(out) == 1 else b"".join(out))
         out.clear()
+
+    def _close(self) -> None:
+        """Close once what is queued for the client is written."""
+        self.plane.flush_writes()
+        self.transport.close()
 
     def timed_out(self, now: float) -> None:
         """Called by the sweep when `deadline` has passed."""
         self.deadline = 0.0
         if self.current is None and self.reading is None and not self.queue:
-            self.transport.close()  # idle keep-alive connection: nothing to say
+            self._close()  # idle keep-alive connection: nothing to say
             return
         if self.current is None:
             self.plane.log_event("client_timeout", peer=self.peer)
-            self.transport.write(error_response(408))
-            self.transport.close()
+            self.plane.send(self.transport, error_response(408))
+            self._close()
             return
         # A request is being answered while the next one stalls mid-head:
         # stop reading; the connection closes once the answer is out.
@@ -509,7 +518,7 @@ class ClientConnection(asyncio.Protocol):
     def close_if_idle(self) -> bool:
         if self.current is None and self.reading is None and not self.queue:
             if self.transport is not None:
-                self.transport.close()
+                self._close()
             return True
         return False
 

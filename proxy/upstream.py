@@ -208,11 +208,15 @@ class UpstreamConnection(asyncio.Protocol):
         self._new_head()
         self.deadline = now + client.plane.upstream_response_timeout
         client.upstream = self
+        if body_file is None:
+            client.plane.send(self.transport, payload)
+            return
+        # The spilled body follows from its file, written directly, so the head
+        # cannot wait in the plane's queue either.
         self.transport.write(payload)
-        if body_file is not None:
-            body_file.seek(0)
-            self.body_file = body_file
-            self._pump()
+        body_file.seek(0)
+        self.body_file = body_file
+        self._pump()
 
     def _new_head(self) -> None:
         self.reason = b""
