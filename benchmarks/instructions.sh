@@ -3,8 +3,9 @@
 # a change of a few percent is visible on a shared machine where wall time is not.
 # The count is the difference between two run lengths divided by the extra requests,
 # which cancels start-up and import costs.
-#   benchmarks/instructions.sh            # access log on
+#   benchmarks/instructions.sh            # browser-like request, access log on
 #   benchmarks/instructions.sh --no-log   # access log off
+#   benchmarks/instructions.sh --wrk      # run.py's messages (wrk's request, nginx's answer)
 # PYTHON overrides the interpreter (default: the `python3` on PATH, resolved to the real
 # executable so valgrind does not trace a pyenv shim or a venv wrapper script).
 set -eu

@@ -807,6 +807,10 @@ def run_benchmark(args: argparse.Namespace, sup: Supervisor, tmp: Path, nofile: 
                  for t in targets if t.access_log}
 
     print_table(summaries, rel, args.idle_conns)
+    for name, p in paired.items():
+        if p:
+            print(f"{name}: same-round ratios to haproxy (median over rounds): "
+                  + "  ".join(f"x {key} {value:.2f}" for key, value in p.items()))
     for name, size in log_bytes.items():
         print(f"{name}: access log {size / max(total_requests[name], 1):.0f} bytes/request "
               f"(evidence that logging was on)")

@@ -201,7 +201,7 @@ class DataPlane:
         done.  Writing each message the moment it was ready woke its reader
         (wrk, nginx) in the middle of our pass, which preempted us: the proxy
         was switched out once or more per request and spent ~43 µs of CPU per
-        request instead of ~32 (benchmarks/README.md, "Where the time goes").
+        request instead of ~32 (benchmarks/README.md, "What changed").
         """
         if not self._outbox:
             self.loop.call_soon(self.flush_writes)
