@@ -27,6 +27,21 @@ def open_conn(port: int, timeout: float = 10) -> http.client.HTTPConnection:
     return conn
 
 
+def get(conn: http.client.HTTPConnection, path: str = "/", headers: dict | None = None):
+    """One GET on a keep-alive connection: (response, body)."""
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    return resp, resp.read()
+
+
+def sticky_cookie(resp) -> str | None:
+    """`switchyard_pool=...` from the response's Set-Cookie, or None."""
+    for name, value in resp.getheaders():
+        if name.lower() == "set-cookie" and value.startswith("switchyard_pool="):
+            return value.split(";", 1)[0]
+    return None
+
+
 def close_connections() -> None:
     while _open_connections:
         _open_connections.pop().close()

@@ -25,6 +25,8 @@ import pytest
 
 from .loadclient import LoadClient
 from .support import (
+    get,
+    sticky_cookie,
     ROOT,
     PoolProcess,
     ProxyProcess,
@@ -122,19 +124,6 @@ def admin(proxy: ProxyProcess, method: str, path: str, body=None,
     except ValueError:
         data = raw
     return resp.status, head, data
-
-
-def get(conn: http.client.HTTPConnection, path: str = "/", headers: dict | None = None):
-    conn.request("GET", path, headers=headers or {})
-    resp = conn.getresponse()
-    return resp, resp.read()
-
-
-def sticky_cookie(resp) -> str | None:
-    for name, value in resp.getheaders():
-        if name.lower() == "set-cookie" and value.startswith("switchyard_pool="):
-            return value.split(";", 1)[0]
-    return None
 
 
 def cookie_for(proxy: ProxyProcess, pool: str, tries: int = 500) -> str:

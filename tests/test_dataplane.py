@@ -11,6 +11,8 @@ import time
 import pytest
 
 from .support import (
+    get,
+    sticky_cookie,
     PoolProcess,
     ProxyProcess,
     RecordingUpstream,
@@ -36,19 +38,6 @@ def proxy(tmp_path, pools):
                      {"blue": 80, "green": 20}).start()
     yield p
     p.stop()
-
-
-def get(conn: http.client.HTTPConnection, path: str = "/", headers: dict | None = None):
-    conn.request("GET", path, headers=headers or {})
-    resp = conn.getresponse()
-    return resp, resp.read()
-
-
-def sticky_cookie(resp) -> str | None:
-    for name, value in resp.getheaders():
-        if name.lower() == "set-cookie" and value.startswith("switchyard_pool="):
-            return value.split(";", 1)[0]
-    return None
 
 
 # -- weights and cookies ------------------------------------------------------------------

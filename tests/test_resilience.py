@@ -28,6 +28,8 @@ from websockets.sync.client import connect as ws_connect
 
 from .loadclient import LoadClient
 from .support import (
+    get,
+    sticky_cookie,
     ROOT,
     PoolProcess,
     ProxyProcess,
@@ -271,19 +273,6 @@ def request_fields(request: bytes) -> dict[str, list[str]]:
         name, _, value = line.partition(":")
         fields.setdefault(name.strip().lower(), []).append(value.strip())
     return fields
-
-
-def get(conn: http.client.HTTPConnection, path: str = "/", headers: dict | None = None):
-    conn.request("GET", path, headers=headers or {})
-    resp = conn.getresponse()
-    return resp, resp.read()
-
-
-def sticky_cookie(resp) -> str | None:
-    for name, value in resp.getheaders():
-        if name.lower() == "set-cookie" and value.startswith("switchyard_pool="):
-            return value.split(";", 1)[0]
-    return None
 
 
 def upstream_status(proxy: ProxyProcess, pool: str, address: str) -> dict:
