@@ -143,7 +143,7 @@ def _serve_or_check(args) -> int:
     configure(cfg.log.format, cfg.log.level)
     try:
         return serve(cfg)
-    except (OSError, ValueError, StateError) as exc:  # unusable socket, secret or state dir
+    except (OSError, ValueError, StateError, RuntimeError) as exc:  # socket, secret, state, parser
         print(f"switchyard serve: {exc}", file=sys.stderr)
         return EXIT_REFUSED
 

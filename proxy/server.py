@@ -24,6 +24,7 @@ from .client import ClientConnection
 from .control import Controller
 from .events import EventLog
 from .health import HealthChecker
+from .http11 import verify_strict
 from .metrics import render as render_metrics
 from .plane import DataPlane, table_from
 from .sticky import Signer, load_or_create_secret
@@ -61,6 +62,7 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
+        verify_strict()  # refuse to run with a lenient HTTP parser
         _ensure_dir(os.path.dirname(os.path.abspath(cfg.state_file)))
         signer = Signer(load_or_create_secret(cfg.secret_file))
         self.plane = DataPlane(loop, cfg, table_from(cfg.weights), signer, self.log, self.access)

@@ -647,3 +647,19 @@ def test_upstream_closing_without_an_answer_gives_502_and_the_post_is_sent_once(
     posts = [r for r in rec.requests if r.startswith(b"POST ")]
     assert len(posts) == 1, rec.requests
     assert posts[0].startswith(b"POST /once HTTP/1.1\r\n") and posts[0].endswith(b"\r\n\r\ndata")
+
+
+def test_strict_parser_self_test_refuses_a_lenient_parser(monkeypatch):
+    from proxy import http11
+
+    http11.verify_strict()  # strict as shipped: passes
+    lenient = http11.strict_request_parser
+
+    def parser(protocol):
+        p = lenient(protocol)
+        p.set_dangerous_leniencies(lenient_headers=True)  # accepts obs-fold and bare CR
+        return p
+
+    monkeypatch.setattr(http11, "strict_request_parser", parser)
+    with pytest.raises(RuntimeError, match="leniency"):
+        http11.verify_strict()
