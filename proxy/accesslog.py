@@ -64,7 +64,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
 
 _escape = json.encoder.encode_basestring  # a JSON string literal, quotes included
 _FIELDS = ("timestamp", "method", "path", "status", "pool", "upstream", "duration_ms",
-           "bytes", "request_id", "client")
+           "bytes", "request_id", "client", "error")
 
 
 class _JsonNames(dict):
@@ -95,9 +95,16 @@ def _render_lines(_logger, _name, event: dict) -> str:
         f'{{"event":"request","timestamp":{ts:.3f},"method":{names[method]},'
         f'"path":{_escape(path.decode("latin-1"))},"status":{status},"pool":{names[pool]},'
         f'"upstream":{names[upstream]},"duration_ms":{duration * 1000:.3f},"bytes":{sent},'
-        f'"request_id":{_escape(rid.decode("latin-1"))},"client":"{client}"}}'
-        for ts, method, path, status, pool, upstream, duration, sent, rid, client
+        f'"request_id":{_escape(rid.decode("latin-1"))},"client":"{client}"'
+        f'{"}" if error is None else f",{_ERROR}{names[error]}}}"}'
+        for ts, method, path, status, pool, upstream, duration, sent, rid, client, error
         in event["lines"]])
+
+
+# An answer the proxy cut or could not finish (after its head went out, the
+# client left, a drain ran out) has "error": the event that ended it.
+_ERROR = '"error":'
+
 
 
 _NAMES = _JsonNames()
@@ -109,6 +116,8 @@ def _console_lines(renderer):
         out = []
         for line in event["lines"]:
             fields = dict(zip(_FIELDS, line), event="request")
+            if fields["error"] is None:
+                del fields["error"]
             for key in ("method", "path", "request_id"):
                 fields[key] = fields[key].decode("latin-1")
             fields["duration_ms"] *= 1000
@@ -142,11 +151,11 @@ class AccessLog:
         ).bind()
 
     def record(self, req, status: int, pool: str | None, upstream: str | None,
-               duration: float, sent: int, peer: str) -> None:
+               duration: float, sent: int, peer: str, error: str | None = None) -> None:
         """Keep one request's line; `duration` in seconds."""
         pending = self._pending
         pending.append((time.time(), req.method, req.target, status, pool, upstream, duration,
-                        sent, req.request_id or b"", peer))
+                        sent, req.request_id or b"", peer, error))
         if len(pending) >= _FLUSH_LINES:
             self.flush()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ from .errors import (
 from .headers import came_over_https
 from .http11 import strict_request_parser
 from .request import Request
+from .retry import ANSWERED, Delivery, may_resend
 from .tunnel import Tunnel
 
 if TYPE_CHECKING:
@@ -42,7 +44,6 @@ MAX_TARGET = 8192
 # Pipelined requests parsed ahead of the one being answered; past this we stop
 # reading the socket so a client cannot queue unbounded work.
 MAX_QUEUED = 8
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 WRITE_HIGH_WATER = 64 * 1024
 
@@ -51,7 +52,7 @@ class ClientConnection(asyncio.Protocol):
     """One client connection: parse, route, forward, stream back, in order."""
 
     __slots__ = (
-        "plane", "loop", "transport", "parser", "peer", "peer_bytes", "trusted", "queue", "reading",
+        "plane", "transport", "parser", "peer", "peer_bytes", "trusted", "queue", "reading",
         "current", "upstream", "connecting", "out", "paused_writing", "read_paused",
         "deadline", "send_deadline", "head_size", "pool", "upstream_addr", "set_cookie",
         "keep_alive", "chunked_out", "status", "sent_bytes", "early", "in_next",
@@ -59,7 +60,6 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
-        self.loop = plane.loop
         self.transport = None
         self.parser = strict_request_parser(self)
         self.peer = "unix"
@@ -109,7 +109,7 @@ class ClientConnection(asyncio.Protocol):
             transport.write(error_response(503))
             transport.close()
             return
-        self.deadline = self.loop.time() + plane.timeouts.client_header
+        self.deadline = time.monotonic() + plane.timeouts.client_header
 
     def data_received(self, data: bytes) -> None:
         if self.early is not None:
@@ -156,7 +156,7 @@ class ClientConnection(asyncio.Protocol):
         # Stop reading the upstream while the client's buffer is full, or a slow
         # reader makes us hold the whole response in memory.
         self.paused_writing = True
-        self.send_deadline = self.loop.time() + self.plane.timeouts.client_send
+        self.send_deadline = time.monotonic() + self.plane.timeouts.client_send
         if self.upstream is not None:
             self.upstream.pause()
 
@@ -178,14 +178,14 @@ class ClientConnection(asyncio.Protocol):
             # The response has nowhere to go; the upstream connection is
             # mid-message and cannot be reused.
             self.upstream.abandon()
-            self._log(499)
+            self._log(499, error="client_gone")
             if self.pool is not None:
                 self.pool.count(None)
 
     # -- llhttp callbacks ----------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        now = self.loop.time()
+        now = time.monotonic()
         self.reading = Request(now)
         self.head_size = 0
         self.deadline = now + self.plane.timeouts.client_header
@@ -218,7 +218,7 @@ class ClientConnection(asyncio.Protocol):
         if req.framed:
             # A body follows.  Without one llhttp completes the message at
             # once, so a bodiless request is spared the clock read.
-            self.deadline = self.loop.time() + plane.timeouts.client_body
+            self.deadline = time.monotonic() + plane.timeouts.client_body
 
     def on_body(self, body: bytes) -> None:
         plane = self.plane
@@ -248,7 +248,7 @@ class ClientConnection(asyncio.Protocol):
         self.reading = None
         req.error = err
         req.keep_alive = False
-        req.started = self.loop.time()
+        req.started = time.monotonic()
         self.queue.append(req)
         self.deadline = 0.0
         if self.transport is not None:
@@ -308,13 +308,37 @@ class ClientConnection(asyncio.Protocol):
         req.payload = plane.upstream_request(req, self.peer_bytes, self.trusted)
         self._dispatch(up, req)
 
-    def _dispatch(self, up: Upstream, req: Request) -> None:
+    def _dispatch(self, up: Upstream, req: Request, fresh: bool = False) -> None:
         req.tries += 1
         self.upstream_addr = up.label
         self.status = 0
         self.sent_bytes = 0
         self.chunked_out = False
-        up.dispatch(self, req.payload, req.method == b"HEAD", req.body_file)
+        up.dispatch(self, req.payload, req.method == b"HEAD", req.body_file, fresh)
+
+    # -- what the upstream side may ask of us (and nothing else) ---------------------
+
+    def connecting_to(self, task) -> None:
+        """A connect for this client's request is under way (so that a client who
+        leaves cancels it)."""
+        self.connecting = task
+
+    def connect_done(self, task) -> None:
+        if self.connecting is task:
+            self.connecting = None
+
+    def exchange_started(self, conn: UpstreamConnection) -> None:
+        self.upstream = conn
+
+    def exchange_ended(self, conn: UpstreamConnection) -> None:
+        if self.upstream is conn:
+            self.upstream = None
+
+    def upstream_response_timeout(self) -> float:
+        return self.plane.upstream_response_timeout
+
+    def send_upstream(self, transport, payload: bytes) -> None:
+        self.plane.send(transport, payload)
 
     # -- response side, called by the upstream connection --------------------------
 
@@ -354,7 +378,7 @@ class ClientConnection(asyncio.Protocol):
         if req is None or not req.upgrade:
             conn.abandon()
             self.on_upstream_error(conn.upstream, UpstreamProtocolError("unsolicited 101"),
-                                   sent=True)
+                                   ANSWERED)
             return
         if self.set_cookie:  # sticky from the handshake on
             head = [*head, self.plane.set_cookie_line(
@@ -385,47 +409,38 @@ class ClientConnection(asyncio.Protocol):
         self.flush()
         self._finish(self.status)
 
-    def on_upstream_error(self, up: Upstream, err: ProxyError, sent: bool,
-                          head_sent: bool = False, reused: bool = False,
-                          received: bool = False) -> None:
+    def on_upstream_error(self, up: Upstream, err: ProxyError, delivery: Delivery) -> bool:
+        """The exchange with `up` failed; `delivery` says how far the request got.
+        Returns True when the request was sent again (see retry.py)."""
         req = self.current
         if req is None or self.transport is None:
-            return
-        if head_sent:
+            return False
+        if self.status:
             # Part of the response is out: a short body must not pass for a
             # whole one, so the client connection is cut.
-            self.plane.log_event(err.event, upstream=str(up.address), detail=err.detail,
-                                 after_head=True)
-            self.out.clear()
-            self._log(self.status)
-            self.pool.count(None, self.loop.time() - req.started)
-            req.close()
-            self.current = None
-            self.plane.flush_writes()  # what was queued of the answer goes out first
-            self.transport.abort()
-            return
-        if self._may_retry(req, err, sent, reused, received):
+            self._cut(err, up)
+            return False
+        if delivery is not ANSWERED and may_resend(delivery, req.keyed, req.tries):
             retry = self.pool.pick(exclude=up) or (up if up.healthy else None)
             if retry is not None:
-                self.plane.log_event("upstream_retry", upstream=str(up.address),
-                                     to=str(retry.address), detail=err.detail)
-                self._dispatch(retry, req)
-                return
+                self.plane.log_event("upstream_retry", upstream=up.label, to=retry.label,
+                                     detail=err.detail, delivery=delivery.value)
+                self._dispatch(retry, req, fresh=True)
+                return True
         self._answer_error(err, upstream=up)
+        return False
 
-    def _may_retry(self, req: Request, err: ProxyError, sent: bool, reused: bool,
-                   received: bool) -> bool:
-        """Retry only what cannot have reached the application twice."""
-        if req.tries >= self.plane.max_tries:
-            return False
-        if not sent:
-            return True  # refused or timed-out connect: nothing reached the upstream
-        # Closed or reset before any byte of an answer: most often a reused
-        # keep-alive connection the upstream had just closed, or a worker that
-        # died.  An idempotent request may go again (RFC 9110 9.2.2); for a POST
-        # we cannot know whether a worker ran it, so it is never sent twice.
-        return not received and req.method in IDEMPOTENT and \
-            isinstance(err, UpstreamResetError)
+    def _cut(self, err: ProxyError, up: Upstream) -> None:
+        """End a response whose head is already out: log it as cut, abort."""
+        req = self.current
+        self.plane.log_event(err.event, upstream=up.label, detail=err.detail, after_head=True)
+        self.out.clear()
+        self._log(self.status, error=err.event)
+        self.pool.count(None, time.monotonic() - req.started)
+        req.close()
+        self.current = None
+        self.plane.flush_writes()  # what was queued of the answer goes out first
+        self.transport.abort()
 
     def _answer_error(self, err: ProxyError, upstream: Upstream | None = None) -> None:
         req = self.current
@@ -441,14 +456,14 @@ class ClientConnection(asyncio.Protocol):
         self.out.append(error_response(err.status, close=not keep))
         self.flush()
         if self.pool is not None:
-            self.pool.count(None, self.loop.time() - req.started)
+            self.pool.count(None, time.monotonic() - req.started)
         self._finish(err.status, counted=True)
 
     def _finish(self, status: int, counted: bool = False) -> None:
         req = self.current
         if req.body_file is not None:
             req.close()
-        now = self.loop.time()  # one clock read for stats, the log line and the idle deadline
+        now = time.monotonic()  # one clock read for stats, the log line and the idle deadline
         if not counted and self.pool is not None:
             self.pool.count(status, now - req.started)
         self._log(status, now)
@@ -467,15 +482,15 @@ class ClientConnection(asyncio.Protocol):
         if self.queue or self.read_paused:
             self._next()
 
-    def _log(self, status: int, now: float | None = None) -> None:
+    def _log(self, status: int, now: float | None = None, error: str | None = None) -> None:
         req = self.current
         access = self.plane.access
         if access is None or req is None:
             return
         if now is None:
-            now = self.loop.time()
+            now = time.monotonic()
         access.record(req, status, self.pool.name if self.pool else None,
-                      self.upstream_addr, now - req.started, self.sent_bytes, self.peer)
+                      self.upstream_addr, now - req.started, self.sent_bytes, self.peer, error)
 
     # -- output and timers ---------------------------------------------------------
 

@@ -67,6 +67,12 @@ def _upstreams(out: list[str], plane) -> None:
         for up in pool.upstreams:
             out.append(f'switchyard_upstream_healthy{{pool="{name}",upstream="{up.label}"}} '
                        f"{int(up.healthy)}")
+    _per_upstream(out, plane, "switchyard_upstream_closes_total",
+                  "Connections the upstream closed under a request before answering it "
+                  "(Swoole: workers recycling at max_request).", lambda up: up.closes)
+    _per_upstream(out, plane, "switchyard_upstream_resent_total",
+                  "Of those, requests sent again: provably unread, or with an Idempotency-Key.",
+                  lambda up: up.resent)
     _family(out, "switchyard_pool_healthy", "gauge", "1 when at least one upstream is healthy.")
     for name, pool in plane.pools.items():
         out.append(f'switchyard_pool_healthy{{pool="{name}"}} {int(pool.healthy)}')
@@ -86,3 +92,10 @@ def _routing(out: list[str], controller) -> None:
     out.append(f"switchyard_rollout_step {r.step_index + 1 if running else 0}")
     _family(out, "switchyard_rollout_percent", "gauge", "Share of traffic the rollout gives its target.")
     out.append(f"switchyard_rollout_percent {r.percent if running else 0}")
+
+
+def _per_upstream(out: list[str], plane, name: str, help_text: str, value) -> None:
+    _family(out, name, "counter", help_text)
+    for pool_name, pool in plane.pools.items():
+        for up in pool.upstreams:
+            out.append(f'{name}{{pool="{pool_name}",upstream="{up.label}"}} {value(up)}')

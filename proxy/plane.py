@@ -12,6 +12,7 @@ import ipaddress
 import itertools
 import os
 import random
+import time
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from .accesslog import AccessLog
     from .config import Config
 
-# Connect failures and stale keep-alive connections are retried this often.
-MAX_TRIES = 3
 
 
 class DataPlane:
@@ -37,8 +36,8 @@ class DataPlane:
         "loop", "config", "timeouts", "pools", "table", "healthy", "signer", "access",
         "log", "clients", "tunnels", "draining", "max_body", "max_header",
         "body_memory",
-        "max_connections", "max_tries", "upstream_response_timeout", "cookie_name",
-        "tester_cookie", "tester_header", "_tester_nets", "_trusted_nets", "_cookie_lines",
+        "max_connections", "upstream_response_timeout", "cookie_name",
+        "tester_cookie", "our_cookies", "tester_header", "_tester_nets", "_trusted_nets", "_cookie_lines",
         "_drop", "_drop_trusted", "_ids", "_id_prefix", "_random", "on_health_change",
         "on_passive_failure", "_outbox",
     )
@@ -52,7 +51,6 @@ class DataPlane:
         self.clients: set[ClientConnection] = set()
         self.tunnels: set = set()
         self.draining = False
-        self.max_tries = MAX_TRIES
         self.pools: dict[str, Pool] = {}
         self.healthy: frozenset[str] = frozenset()
         self._random = random.random
@@ -77,6 +75,7 @@ class DataPlane:
         self.upstream_response_timeout = config.timeouts.upstream_response
         self.cookie_name = config.sticky.cookie.encode()
         self.tester_cookie = self.cookie_name + b"_tester"
+        self.our_cookies = frozenset({self.cookie_name, self.tester_cookie})
         self.tester_header = config.tester.header.lower().encode()
         self._tester_nets = [ipaddress.ip_network(n, strict=False) for n in config.tester.trusted]
         self._trusted_nets = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
@@ -99,6 +98,7 @@ class DataPlane:
                 addr, pc.name, self.loop, self.config.timeouts.upstream_connect,
                 self.config.timeouts.upstream_idle, self.config.health.eject_after)
             up.on_change = self._upstream_changed
+            up.log_event = self.log_event
             ups.append(up)
         for gone in known.values():
             gone.close_idle()  # in-flight requests on them finish on their own
@@ -240,7 +240,7 @@ class DataPlane:
 
     def sweep(self) -> None:
         """Enforce deadlines; run a few times a second instead of a timer per request."""
-        now = self.loop.time()
+        now = time.monotonic()
         for client in [c for c in self.clients if c.deadline and c.deadline < now]:
             if client.transport is not None:
                 client.timed_out(now)
@@ -268,7 +268,10 @@ class DataPlane:
                 "requests": pool.requests,
                 "errors": pool.errors,
                 "upstreams": [
-                    {"address": str(u.address), "healthy": u.healthy, "inflight": u.inflight}
+                    {"address": u.label, "healthy": u.healthy, "inflight": u.inflight,
+                     # connections it closed under a request, and how many of
+                     # those requests went again (retry.py)
+                     "closes": u.closes, "resent": u.resent}
                     for u in pool.upstreams
                 ],
             }

@@ -19,6 +19,7 @@ from .errors import (
 )
 from .headers import connection_tokens
 from .http11 import check_host, check_transfer_encoding, origin_form
+from .sticky import without_cookies
 
 # Host values already found valid.  A site answers to a handful of names, and
 # the check is a regular expression costing ~2% of a request; any client can
@@ -37,7 +38,7 @@ class Request:
     __slots__ = (
         "method", "target", "version", "headers", "keep_alive", "body", "body_size",
         "body_file", "expect_continue", "error", "host", "cookie", "override", "request_id",
-        "connection", "framed", "upgrade", "payload", "started", "tries", "fields", "xff",
+        "connection", "framed", "upgrade", "payload", "started", "tries", "fields", "xff", "keyed",
     )
 
     def __init__(self, started: float = 0.0) -> None:
@@ -63,6 +64,7 @@ class Request:
         self.tries = 0
         self.fields: list[bytes] = []  # forwarded header lines, ready to join
         self.xff: tuple[bytes, ...] = ()  # X-Forwarded-For values the client sent
+        self.keyed = False  # an Idempotency-Key header: may be resent (retry.py)
 
     def __repr__(self) -> str:
         return f"<Request {self.method.decode()} {self.target[:60].decode('latin-1')}>"
@@ -87,6 +89,13 @@ class Request:
                 continue
             if lname == b"cookie":
                 cookie = value if cookie is None else cookie + b"; " + value
+                if value.find(plane.cookie_name) >= 0:
+                    # Our cookies are for us: the application never sees them.
+                    value = without_cookies(value, plane.our_cookies)
+                    if not value:
+                        continue
+            elif lname == b"idempotency-key":
+                self.keyed = True
             fields += (name, b": ", value, b"\r\n")
         self._host(host)
         self.cookie = cookie

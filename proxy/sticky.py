@@ -120,3 +120,10 @@ def find_cookie(header: bytes, name: bytes) -> bytes | None:
         if sep and key == name:
             return value.strip(b'"')
     return None
+
+
+def without_cookies(header: bytes, names: frozenset[bytes]) -> bytes:
+    """A Cookie header's value without the cookies called one of `names`."""
+    kept = [item.strip() for item in header.split(b";")
+            if item.strip().partition(b"=")[0] not in names]
+    return b"; ".join(item for item in kept if item)

@@ -10,18 +10,20 @@ stays counted as in flight until the tunnel closes, so `drain` and
 from __future__ import annotations
 
 import asyncio
+import time
 
 
 class _End(asyncio.Protocol):
     """One side of the tunnel: what it reads goes to the other side."""
 
-    __slots__ = ("tunnel", "transport", "other", "received")
+    __slots__ = ("tunnel", "transport", "other", "received", "ended")
 
     def __init__(self, tunnel: Tunnel, transport) -> None:
         self.tunnel = tunnel
         self.transport = transport
         self.other: _End | None = None
         self.received = 0
+        self.ended = False  # this side sent its FIN
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
@@ -30,12 +32,16 @@ class _End(asyncio.Protocol):
             other.write(data)
 
     def eof_received(self) -> bool:
-        # A half-close is passed on; the other side closes when it is done.
+        # A half-close is passed on and the other side may go on talking; once
+        # both sides have ended, nothing more can flow and the tunnel closes
+        # (else both sockets stay open forever, half-closed each way).
+        self.ended = True
         other = self.other.transport
-        if other is not None and other.can_write_eof():
-            other.write_eof()
-            return True
-        return False
+        if self.other.ended or other is None or not other.can_write_eof():
+            self.tunnel.close()
+            return False
+        other.write_eof()
+        return True
 
     def pause_writing(self) -> None:
         if self.other.transport is not None:
@@ -80,7 +86,8 @@ class Tunnel:
         if from_upstream:
             self.upstream_end.data_received(from_upstream)
 
-    def close(self) -> None:
+    def close(self, error: str | None = None) -> None:
+        """Close both sides (`error`: why the proxy ended it, for the access line)."""
         if self.closed:
             return
         self.closed = True
@@ -93,5 +100,5 @@ class Tunnel:
         access = self.plane.access
         if access is not None:
             access.record(self.req, 101, self.pool.name, self.upstream.label,
-                          self.plane.loop.time() - self.req.started,
-                          self.upstream_end.received, self.peer)
+                          time.monotonic() - self.req.started,
+                          self.upstream_end.received, self.peer, error)

@@ -3,18 +3,21 @@
 An `Upstream` is one address of a pool (TCP or Unix socket) with a stack of
 idle keep-alive connections shared by every client.  An
 `UpstreamConnection` carries one request at a time and parses the response
-with llhttp, handing each piece to the client connection it serves.
+with llhttp, handing each piece to the client connection it serves.  When an
+exchange fails it says how far the request got (`retry.Delivery`), and the
+client side decides from that alone whether to send it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import errno
+import socket
+import time
 from typing import TYPE_CHECKING
 
 import httptools
-
-from .headers import HOP_BY_HOP, STATUS_LINES, without_named
-from .http11 import strict_response_parser
 
 from .errors import (
     ProxyError,
@@ -23,6 +26,9 @@ from .errors import (
     UpstreamResetError,
     UpstreamTimeoutError,
 )
+from .headers import HOP_BY_HOP, STATUS_LINES, without_named
+from .http11 import strict_response_parser
+from .retry import ANSWERED, NOT_SENT, TIMED_OUT, UNREAD, Delivery, delivery_at_close
 
 if TYPE_CHECKING:
     from .client import ClientConnection
@@ -33,13 +39,39 @@ if TYPE_CHECKING:
 # the concurrency we have seen.
 MAX_IDLE = 512
 
-
 # Connection values that name no other field (the common case, not worth a parse).
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
+# Errors that mean the peer reset the connection (see retry.py).
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE})
+
+# An upstream closing connections under our requests is logged at most this
+# often (with the count since), not once per request.
+CLOSE_REPORT_INTERVAL = 60.0
+_HYPERF_HINT = ("Swoole closed keep-alive connections that held requests: most likely workers "
+                "recycling (max_request) in SWOOLE_BASE mode; set max_request to 0 or use "
+                "SWOOLE_PROCESS in config/autoload/server.php")
+
 
 class _HeadResponseDone(Exception):
-    """Stops llhttp after a HEAD response's head: it cannot know there is no body."""
+    """Stops llhttp after a HEAD response's head (see on_headers_complete)."""
+
+    def __init__(self, keep_alive: bool) -> None:
+        super().__init__()
+        self.keep_alive = keep_alive
+
+
+class Phase(enum.Enum):
+    """Where an upstream connection is; one variable, changed in `_enter`."""
+
+    IDLE = "idle"            # pooled (or just connected), no request
+    AWAITING = "awaiting"    # a request written or being written, no byte of an answer yet
+    RECEIVING = "receiving"  # the answer is arriving
+    TUNNEL = "tunnel"        # handed over to a WebSocket tunnel
+    CLOSED = "closed"
+
+
+IDLE, AWAITING, RECEIVING, TUNNEL, CLOSED = Phase
 
 
 class Upstream:
@@ -47,8 +79,8 @@ class Upstream:
 
     __slots__ = (
         "address", "label", "pool", "loop", "connect_timeout", "idle_timeout",
-        "idle", "inflight", "healthy", "requests", "connects",
-        "passive_failures", "eject_after", "on_change",
+        "idle", "inflight", "healthy", "passive_failures", "eject_after", "on_change",
+        "closes", "resent", "_closes_reported", "_last_report", "log_event",
     )
 
     def __init__(self, address: Address, pool: str, loop, connect_timeout: float,
@@ -62,24 +94,30 @@ class Upstream:
         self.idle: list[UpstreamConnection] = []
         self.inflight = 0
         self.healthy = True
-        self.requests = 0
-        self.connects = 0
         self.passive_failures = 0
         self.eject_after = eject_after
-        self.on_change = None  # set by the health checker: called on eject
+        self.on_change = None  # set by the data plane: called on passive ejection
+        self.log_event = None  # set by the data plane: its event logger
+        # Connections the upstream closed under a request before answering it,
+        # and how many of those requests were sent again (unread, or keyed).
+        self.closes = 0
+        self.resent = 0
+        self._closes_reported = 0
+        self._last_report = -CLOSE_REPORT_INTERVAL
 
     def __repr__(self) -> str:
         state = "up" if self.healthy else "down"
         return f"<Upstream {self.address} {state} inflight={self.inflight} idle={len(self.idle)}>"
 
     def dispatch(self, client: ClientConnection, payload: bytes, is_head: bool,
-                 body_file=None) -> None:
-        """Send one request on an idle connection, or on a new one."""
+                 body_file=None, fresh: bool = False) -> None:
+        """Send one request on an idle connection, or on a new one (always a new
+        one when `fresh`: a resent request must not meet the next connection of
+        the worker that just dropped it)."""
         self.inflight += 1
-        self.requests += 1
-        now = self.loop.time()
+        now = time.monotonic()
         idle = self.idle
-        while idle:
+        while idle and not fresh:
             conn = idle.pop()
             transport = conn.transport
             if transport is not None and not transport.is_closing() and \
@@ -91,7 +129,6 @@ class Upstream:
 
     def _connect(self, client: ClientConnection, payload: bytes, is_head: bool,
                  body_file) -> None:
-        self.connects += 1
         addr = self.address
         factory = lambda: UpstreamConnection(self)  # noqa: E731
         if addr.kind == "unix":
@@ -100,14 +137,13 @@ class Upstream:
             coro = self.loop.create_connection(factory, addr.host, addr.port)
         task = self.loop.create_task(coro)
         timer = self.loop.call_later(self.connect_timeout, task.cancel)
-        client.connecting = task
+        client.connecting_to(task)
         task.add_done_callback(
             lambda t: self._connected(t, timer, client, payload, is_head, body_file))
 
     def _connected(self, task, timer, client, payload, is_head, body_file) -> None:
         timer.cancel()
-        if client.connecting is task:
-            client.connecting = None
+        client.connect_done(task)
         if task.cancelled():
             exc: BaseException = UpstreamTimeoutError(f"connect to {self.address} timed out")
             if client.transport is None:  # the client left; the task was cancelled for it
@@ -122,12 +158,12 @@ class Upstream:
                 self.inflight -= 1
                 self.release(conn)
                 return
-            conn.start(client, payload, is_head, False, body_file, self.loop.time())
+            conn.start(client, payload, is_head, False, body_file, time.monotonic())
             return
         self.inflight -= 1
         self.note_connect_failure()
         err = exc if isinstance(exc, ProxyError) else UpstreamConnectError(f"{self.address}: {exc}")
-        client.on_upstream_error(self, err, sent=False)
+        client.on_upstream_error(self, err, NOT_SENT)
 
     def note_connect_failure(self) -> None:
         """Passive ejection: refused connects mean the workers are gone."""
@@ -137,16 +173,28 @@ class Upstream:
             if self.on_change is not None:
                 self.on_change(self, "passive")
 
+    def note_close(self, delivery: Delivery, resent: bool) -> None:
+        """The upstream closed a connection under one of our requests."""
+        self.closes += 1
+        self.resent += resent
+        now = time.monotonic()
+        if now - self._last_report >= CLOSE_REPORT_INTERVAL and self.log_event is not None:
+            self.log_event("upstream_closed_under_request", pool=self.pool,
+                           upstream=self.label, count=self.closes - self._closes_reported,
+                           unread=delivery is UNREAD, resent=resent, hint=_HYPERF_HINT)
+            self._last_report = now
+            self._closes_reported = self.closes
+
     def release(self, conn: UpstreamConnection) -> None:
         if conn.transport is None or len(self.idle) >= MAX_IDLE:
             conn.close()
             return
-        conn.idle_since = self.loop.time()
+        conn.idle_since = time.monotonic()
         self.idle.append(conn)
 
     def close_idle(self, older_than: float | None = None) -> None:
         """Close idle connections (all, or those idle longer than `older_than` s)."""
-        now = self.loop.time()
+        now = time.monotonic()
         keep = []
         for conn in self.idle:
             if older_than is not None and now - conn.idle_since < older_than:
@@ -160,10 +208,9 @@ class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an upstream; one request at a time."""
 
     __slots__ = (
-        "upstream", "transport", "parser", "client", "reused", "received",
+        "upstream", "transport", "parser", "client", "phase", "reused", "response_timeout",
         "is_head", "status", "reason", "head", "hop", "length", "interim", "head_sent",
-        "body_framed", "idle_since", "deadline", "paused", "_head_keep_alive",
-        "body_file", "write_paused", "upgraded",
+        "body_framed", "idle_since", "deadline", "paused", "body_file", "write_paused",
     )
 
     def __init__(self, upstream: Upstream) -> None:
@@ -171,8 +218,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = None
         self.parser = strict_response_parser(self)
         self.client: ClientConnection | None = None
+        self.phase = IDLE
         self.reused = False
-        self.received = False
+        self.response_timeout = 0.0
         self.is_head = False
         self.status = 0
         self.reason = b""
@@ -187,29 +235,27 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.deadline = 0.0
         self.paused = False
-        self._head_keep_alive = False
         self.body_file = None  # a spilled request body still being sent
         self.write_paused = False
-        self.upgraded = False
 
     def __repr__(self) -> str:
-        state = "busy" if self.client is not None else "idle"
-        return f"<UpstreamConnection {self.upstream.address} {state} reused={self.reused}>"
+        return f"<UpstreamConnection {self.upstream.address} {self.phase.value} reused={self.reused}>"
 
     # -- driven by the client side -------------------------------------------------
 
     def start(self, client: ClientConnection, payload: bytes, is_head: bool, reused: bool,
               body_file, now: float) -> None:
         self.client = client
+        self.phase = AWAITING
         self.reused = reused
-        self.received = False
         self.head_sent = False
         self.is_head = is_head
         self._new_head()
-        self.deadline = now + client.plane.upstream_response_timeout
-        client.upstream = self
+        self.response_timeout = client.upstream_response_timeout()
+        self.deadline = now + self.response_timeout
+        client.exchange_started(self)
         if body_file is None:
-            client.plane.send(self.transport, payload)
+            client.send_upstream(self.transport, payload)
             return
         # The spilled body follows from its file, written directly, so the head
         # cannot wait in the plane's queue either.
@@ -226,7 +272,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Send a spilled body from its file, as fast as the upstream reads it."""
-        while self.body_file is not None and not self.write_paused:
+        while self.body_file is not None and not self.write_paused and \
+                self.transport is not None and self.phase is AWAITING:
             chunk = self.body_file.read(65536)
             if not chunk:
                 self.body_file = None
@@ -244,6 +291,7 @@ class UpstreamConnection(asyncio.Protocol):
     def hand_over(self) -> None:
         """The connection becomes a WebSocket tunnel: no longer ours to pool."""
         self.client = None  # upstream.inflight stays counted until the tunnel closes
+        self.phase = TUNNEL
         self.deadline = 0.0
 
     def pause(self) -> None:
@@ -255,11 +303,13 @@ class UpstreamConnection(asyncio.Protocol):
     def resume(self) -> None:
         if self.transport is not None and self.paused:
             self.paused = False
-            self.deadline = self.upstream.loop.time() + self.client.plane.upstream_response_timeout
+            self.deadline = time.monotonic() + self.response_timeout
             self.transport.resume_reading()
 
     def close(self) -> None:
         self.body_file = None  # the client side owns (and closes) the file
+        if self.phase is not TUNNEL:
+            self.phase = CLOSED
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -270,12 +320,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.close()
 
     def timed_out(self) -> None:
-        client = self.client
-        self._detach()
-        self.close()
-        if client is not None:
-            client.on_upstream_error(self.upstream, UpstreamTimeoutError("no response in time"),
-                                     sent=True, head_sent=self.head_sent)
+        self._fail(UpstreamTimeoutError("no response in time"),
+                   ANSWERED if self.phase is RECEIVING else TIMED_OUT)
+
+    def cut(self) -> None:
+        """A drain ran out of time: end this exchange (a stream, a long poll) now."""
+        self._fail(UpstreamResetError("cut at the drain deadline"), ANSWERED)
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -288,31 +338,37 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes on an idle connection are a protocol error: never reuse it.
             self.close()
             return
-        self.received = True
+        self.phase = RECEIVING
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            if self.upgraded:
+            if self.status == 101:
                 client.on_upstream_upgraded(self, self.head, data[exc.args[0]:])
                 return
-            self._fail(UpstreamProtocolError("unexpected protocol switch"))
+            self._fail(UpstreamProtocolError("unexpected protocol switch"), ANSWERED)
         except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _HeadResponseDone):
-                self._fail(UpstreamProtocolError(f"callback failed: {exc.__context__!r}"))
+            done = exc.__context__
+            if not isinstance(done, _HeadResponseDone):
+                self._fail(UpstreamProtocolError(f"callback failed: {done!r}"), ANSWERED)
                 return
             self.parser = strict_response_parser(self)
-            self._complete(self._head_keep_alive)
+            self._complete(done.keep_alive)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamProtocolError(str(exc)))
+            self._fail(UpstreamProtocolError(str(exc)), ANSWERED)
         if self.client is not None:
             # Still mid-response: the timeout counts from the last bytes.  (A
             # response that ended in this read already went out with its flush.)
             if not self.paused:
-                self.deadline = self.upstream.loop.time() + client.plane.upstream_response_timeout
-            if client.out and client.transport is not None:
-                client.flush()
+                self.deadline = time.monotonic() + self.response_timeout
+            client.flush()
 
     def eof_received(self):
+        if self.phase is AWAITING:
+            # A FIN with our request unanswered.  A reset behind it (EPIPE
+            # pending) means our request met a socket already closed: unread.
+            sock = self.transport.get_extra_info("socket")
+            pending = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if sock else 0
+            self._closed_under_request(pending in _RESET_ERRNOS, "eof")
         return False
 
     def connection_lost(self, exc) -> None:
@@ -326,7 +382,8 @@ class UpstreamConnection(asyncio.Protocol):
             # A response without Content-Length or chunked ends at close.
             self._complete(False)
             return
-        self._fail(UpstreamResetError(f"{up.address}: connection closed ({exc or 'eof'})"))
+        reset = isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS
+        self._closed_under_request(reset, exc or "eof")
 
     # -- llhttp callbacks ----------------------------------------------------------
 
@@ -360,7 +417,6 @@ class UpstreamConnection(asyncio.Protocol):
             head = self.head = without_named(head, self.hop)
         if status == 101:
             # Only a WebSocket handshake may switch; the client side checks that.
-            self.upgraded = True
             self.head_sent = True
             return
         # Other 1xx interim answers (103 Early Hints) are not forwarded: we
@@ -370,18 +426,21 @@ class UpstreamConnection(asyncio.Protocol):
             self._new_head()
             return
         no_body = self.is_head or status == 204 or status == 304
+        if status == 204 and self.length:
+            head = self.head = _without_content_length(head)  # RFC 9110 8.6: never on a 204
         self.body_framed = no_body or self.length or chunked
         self.head_sent = True
         self.client.on_upstream_head(self, status, head, no_body or self.length)
         if self.is_head:
-            self._head_keep_alive = self.parser.should_keep_alive()
-            raise _HeadResponseDone()
+            # llhttp cannot know a HEAD response has no body, and httptools
+            # drops a callback's return value (llhttp's "skip body"): stop it.
+            raise _HeadResponseDone(self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         self.client.on_upstream_body(body)
 
     def on_message_complete(self) -> None:
-        if self.upgraded:
+        if self.status == 101:
             return
         if self.interim:
             self.interim = False
@@ -395,8 +454,7 @@ class UpstreamConnection(asyncio.Protocol):
         if client is not None:
             self.client = None
             self.upstream.inflight -= 1
-            if client.upstream is self:
-                client.upstream = None
+            client.exchange_ended(self)
         return client
 
     def _complete(self, keep_alive: bool) -> None:
@@ -408,15 +466,31 @@ class UpstreamConnection(asyncio.Protocol):
         # 413, say) leaves the connection mid-request: never reuse it, or the
         # next request would land inside the rest of this body.
         if keep_alive and self.transport is not None and self.body_file is None:
+            self.phase = IDLE
             self.upstream.release(self)
         else:
             self.close()
         if client is not None:
             client.on_upstream_done()
 
-    def _fail(self, err: ProxyError) -> None:
+    def _closed_under_request(self, reset: bool, why) -> None:
+        delivery = delivery_at_close(self.phase is RECEIVING, reset)
+        self._fail(UpstreamResetError(f"{self.upstream.address}: connection closed ({why})"),
+                   delivery)
+
+    def _fail(self, err: ProxyError, delivery: Delivery) -> None:
         client = self._detach()
         self.close()
         if client is not None:
-            client.on_upstream_error(self.upstream, err, sent=True, head_sent=self.head_sent,
-                                     reused=self.reused, received=self.received)
+            resent = client.on_upstream_error(self.upstream, err, delivery)
+            if isinstance(err, UpstreamResetError) and delivery is not ANSWERED:
+                self.upstream.note_close(delivery, resent)
+
+
+def _without_content_length(head: list[bytes]) -> list[bytes]:
+    """`head` (status line, then name, ": ", value, CRLF per field) minus Content-Length."""
+    out = head[:1]
+    for i in range(1, len(head), 4):
+        if head[i].lower() != b"content-length":
+            out += head[i:i + 4]
+    return out

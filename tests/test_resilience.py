@@ -82,38 +82,58 @@ class WireUpstream(RecordingUpstream):
                         if log and not log.startswith(b"GET /health "))
 
 
-class OneShotUpstream(RecordingUpstream):
+class IdleClosingUpstream(RecordingUpstream):
     """Answers the first request of each connection with `Connection: keep-alive`,
-    then closes the connection silently at once or a moment later (0.5, 5 or 50 ms).
-
-    A request that arrives on the connection within that moment is read in full
-    (and recorded in `requests`) and then the connection is closed without an
-    answer: exactly what a keep-alive upstream closing an idle connection looks
-    like to a proxy that reused it.
+    then closes the connection a moment later (0, 0.5, 5 or 50 ms) without
+    reading from it again: what a keep-alive upstream whose idle timer fires,
+    or a Swoole worker past `max_request`, looks like to a proxy that reused the
+    connection.  A request that arrived within that moment stays unread, so the
+    kernel answers the close with a reset (counted in `stale_hits`); the
+    application never sees it.
     """
 
-    DELAYS = (0.0, 0.0005, 0.005, 0.05)  # 0.0: non-blocking, closes at once
+    DELAYS = (0.0, 0.0005, 0.005, 0.05)
 
     def __init__(self) -> None:
-        self._answered: set = set()
         self._random = random.Random(1234)
-        self.stale_hits = 0  # requests that arrived on an already-answered connection
+        self.stale_hits = 0  # connections closed with a request waiting, unread
         super().__init__(self._respond)
 
     def _respond(self, request: bytes):
-        return lambda conn: self._answer(conn, request)
+        return lambda conn: self._answer_then_close(conn, request)
 
-    def _answer(self, conn, request: bytes) -> None:
-        if conn in self._answered:
-            self.stale_hits += 1
-            conn.close()
-            return
-        self._answered.add(conn)
+    def _answer_then_close(self, conn, request: bytes) -> None:
         body = b"ok " + request.rsplit(b"\r\n\r\n", 1)[1]
         conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n%s"
                      % (len(body), body))
-        # The next read waits this long; then the handler closes the connection.
-        conn.settimeout(self._random.choice(self.DELAYS))
+        time.sleep(self._random.choice(self.DELAYS))
+        try:
+            if conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                self.stale_hits += 1
+        except BlockingIOError:
+            pass
+        raise ConnectionAbortedError  # RecordingUpstream closes the connection, unread
+
+
+class ReadThenDropUpstream(RecordingUpstream):
+    """Answers the first request of each connection; reads the next one in full
+    (recorded in `requests`) and closes without an answer: a worker that took
+    the request and then died.  The proxy cannot tell whether it ran."""
+
+    def __init__(self) -> None:
+        self._answered: set = set()
+        self.dropped = 0
+        super().__init__(self._respond)
+
+    def _respond(self, request: bytes):
+        return lambda conn, request=request: self._answer(conn, request)
+
+    def _answer(self, conn, request: bytes) -> None:
+        if conn in self._answered:
+            self.dropped += 1
+            raise ConnectionAbortedError  # closed with nothing unread: a plain FIN
+        self._answered.add(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
 _ECHO_APP = r"""
@@ -471,9 +491,31 @@ def test_upstream_killed_under_load_fails_no_get_and_comes_back_when_restarted(s
             pool.stop()
 
 
-def test_stale_keepalive_upstream_connection_is_retried_for_get_without_client_errors(
+def _run_posts(port: int, n: int, headers=lambda post_id: {}) -> dict[str, int | str]:
+    """`n` POSTs on one keep-alive connection (a new one after a failure), no retries."""
+    conn = open_conn(port)
+    statuses: dict[str, int | str] = {}
+    for _ in range(n):
+        post_id = uuid.uuid4().hex
+        try:
+            conn.request("POST", "/order", body=f"id={post_id}".encode(), headers=headers(post_id))
+            resp = conn.getresponse()
+            resp.read()
+            statuses[post_id] = resp.status
+        except (OSError, http.client.HTTPException) as exc:
+            statuses[post_id] = repr(exc)
+            conn = open_conn(port)
+    return statuses
+
+
+def _posts_seen(rec) -> Counter:
+    return Counter(req.rsplit(b"\r\n\r\n", 1)[1].decode()[3:] for req in list(rec.requests)
+                   if req.startswith(b"POST "))
+
+
+def test_requests_left_unread_by_a_closing_upstream_are_resent_without_client_errors(
         start_proxy, upstreams):
-    rec = upstreams(OneShotUpstream)
+    rec = upstreams(IdleClosingUpstream)
     proxy = start_proxy([rec.address], [rec.address])
     conn = open_conn(proxy.port)
     errors = []
@@ -485,34 +527,47 @@ def test_stale_keepalive_upstream_connection_is_retried_for_get_without_client_e
         except (OSError, http.client.HTTPException) as exc:
             errors.append((i, repr(exc)))
             conn = open_conn(proxy.port)
-    print(f"stale keep-alive GETs: {rec.stale_hits} hit a closing upstream connection, "
-          f"{len(proxy.events('upstream_retry'))} proxy retries")
+    statuses = _run_posts(proxy.port, 200)
+    seen = _posts_seen(rec)
+    retries = proxy.events("upstream_retry")
+    print(f"unread requests: {rec.stale_hits} reset by the upstream, {len(retries)} resent")
     assert errors == []
+    assert Counter(statuses.values()) == Counter({200: 200})  # POSTs too: provably unread
+    assert [i for i, n in seen.items() if n > 1] == []
     assert rec.stale_hits > 0  # the race did happen, many times
+    assert {r["delivery"] for r in retries} == {"unread"}
+    status = proxy.status()["pools"]["blue"]["upstreams"][0]
+    assert status["closes"] >= rec.stale_hits and status["resent"] == status["closes"]
+    assert proxy.event("upstream_closed_under_request")["hint"].startswith("Swoole closed")
 
 
-def test_stale_keepalive_upstream_connection_never_gets_a_post_twice(start_proxy, upstreams):
-    rec = upstreams(OneShotUpstream)
+def test_a_request_read_and_dropped_by_the_upstream_is_never_resent(start_proxy, upstreams):
+    rec = upstreams(ReadThenDropUpstream)
     proxy = start_proxy([rec.address], [rec.address])
+    gets = []
     conn = open_conn(proxy.port)
-    statuses: dict[str, int | str] = {}
-    for _ in range(200):
-        post_id = uuid.uuid4().hex
-        try:
-            conn.request("POST", "/order", body=f"id={post_id}".encode())
-            resp = conn.getresponse()
-            resp.read()
-            statuses[post_id] = resp.status
-        except (OSError, http.client.HTTPException) as exc:
-            statuses[post_id] = repr(exc)  # a cut connection: reported by the assertion below
-            conn = open_conn(proxy.port)
-    seen = Counter(req.rsplit(b"\r\n\r\n", 1)[1].decode()[3:] for req in list(rec.requests)
-                   if req.startswith(b"POST "))
-    print(f"stale keep-alive POSTs: {Counter(statuses.values())}, "
-          f"{rec.stale_hits} reached a closing upstream connection")
-    assert [i for i, n in seen.items() if n > 1] == []  # never the same POST twice
-    assert set(Counter(statuses.values())) <= {200, 502}
-    assert all(seen[i] == 1 for i, status in statuses.items() if status == 200)
+    for i in range(40):
+        resp, _ = get(conn, f"/g{i}")
+        gets.append(resp.status)
+    statuses = _run_posts(proxy.port, 40)
+    seen = _posts_seen(rec)
+    got = Counter(req.split(b" ", 2)[1] for req in list(rec.requests) if req.startswith(b"GET /g"))
+    assert rec.dropped > 0
+    assert set(gets) <= {200, 502} and 502 in gets
+    assert set(statuses.values()) <= {200, 502} and 502 in statuses.values()
+    assert [p for p, n in got.items() if n > 1] == []  # a GET the app may have run: not again
+    assert [i for i, n in seen.items() if n > 1] == []
+    assert proxy.events("upstream_retry") == []
+
+
+def test_a_keyed_post_dropped_by_the_upstream_is_resent(start_proxy, upstreams):
+    rec = upstreams(ReadThenDropUpstream)
+    proxy = start_proxy([rec.address], [rec.address])
+    statuses = _run_posts(proxy.port, 40, headers=lambda post_id: {"Idempotency-Key": post_id})
+    assert rec.dropped > 0
+    assert Counter(statuses.values()) == Counter({200: 40})
+    retries = proxy.events("upstream_retry")
+    assert len(retries) == rec.dropped and {r["delivery"] for r in retries} == {"unknown"}
 
 
 # -- WebSockets ---------------------------------------------------------------------------
