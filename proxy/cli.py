@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("drain", "stop new traffic to a pool; --wait shows in-flight falling to 0")
     p.add_argument("pool")
     p.add_argument("--wait", action="store_true", help="follow in-flight requests down to 0")
+    p.add_argument("--timeout", help="cut what is still open after this long, e.g. 30s "
+                   "(default: timeouts.drain)")
     add("reload", "re-read the config file; an invalid file changes nothing")
     p = add("top", "live per-pool req/s, errors, p50/p99")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -167,6 +169,17 @@ def cutover_command(args) -> Cutover:
     if args.min_requests is not None:
         body["min_requests"] = args.min_requests
     return Cutover.from_json(body, [args.pool])
+
+
+def drain_body(args) -> dict:
+    """argv → the body of POST /drain (the timeout in seconds)."""
+    body: dict = {"pool": args.pool}
+    if args.timeout:
+        try:
+            body["timeout"] = config_module.parse_duration(args.timeout)
+        except ValueError as exc:
+            raise CommandError(f"--timeout: {exc}") from None
+    return body
 
 
 def weights_body(args) -> dict:

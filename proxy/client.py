@@ -56,6 +56,7 @@ class ClientConnection(asyncio.Protocol):
         "current", "upstream", "connecting", "out", "paused_writing", "read_paused",
         "deadline", "send_deadline", "head_size", "pool", "upstream_addr", "set_cookie",
         "keep_alive", "chunked_out", "status", "sent_bytes", "early", "in_next",
+        "idle_since",
     )
 
     def __init__(self, plane: DataPlane) -> None:
@@ -87,6 +88,7 @@ class ClientConnection(asyncio.Protocol):
         # accepts it (None: not waiting for an upgrade).
         self.early: bytearray | None = None
         self.in_next = False
+        self.idle_since = 0.0  # when it last became idle (see DataPlane.idle)
 
     def __repr__(self) -> str:
         state = "busy" if self.current is not None else "idle"
@@ -103,13 +105,17 @@ class ClientConnection(asyncio.Protocol):
             self.peer_bytes = self.peer.encode()
             self.trusted = plane.is_trusted_proxy(self.peer)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        plane.clients.add(self)
-        if len(plane.clients) > plane.max_connections:
+        if len(plane.clients) >= plane.max_connections and not plane.evict_idle():
+            # Every connection is busy with a request: only then is a new one refused.
             plane.log_event("connection_refused", reason="max_connections", peer=self.peer)
             transport.write(error_response(503))
             transport.close()
             return
-        self.deadline = time.monotonic() + plane.timeouts.client_header
+        plane.clients.add(self)
+        now = time.monotonic()
+        self.deadline = now + plane.timeouts.client_header
+        self.idle_since = now
+        plane.idle[self] = None
 
     def data_received(self, data: bytes) -> None:
         if self.early is not None:
@@ -169,6 +175,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.transport = None
         self.plane.clients.discard(self)
+        self.plane.idle.pop(self, None)
         for req in (self.reading, self.current, *self.queue):
             if req is not None:
                 req.close()
@@ -186,6 +193,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         now = time.monotonic()
+        self.plane.idle.pop(self, None)
         self.reading = Request(now)
         self.head_size = 0
         self.deadline = now + self.plane.timeouts.client_header
@@ -479,6 +487,8 @@ class ClientConnection(asyncio.Protocol):
             self.plane.send(self.transport, CONTINUE)
         if reading is None and not self.queue:
             self.deadline = now + self.plane.timeouts.client_idle
+            self.idle_since = now
+            self.plane.idle[self] = None  # the newest idle connection: last to be evicted
         if self.queue or self.read_paused:
             self._next()
 
@@ -536,6 +546,18 @@ class ClientConnection(asyncio.Protocol):
                 self._close()
             return True
         return False
+
+    def holds(self) -> tuple[str, Request] | None:
+        """(pool, request) of the exchange in flight, for a drain to show or cut."""
+        req = self.current
+        if req is None or self.pool is None or self.upstream is None:
+            return None
+        return self.pool.name, req
+
+    def cut_exchange(self) -> None:
+        """A drain ran out of time: end the exchange in flight (a stream, a long poll)."""
+        if self.upstream is not None:
+            self.upstream.cut()
 
 
 _VERSION_LINE = re.compile(rb"HTTP/[0-9]\.[0-9]\r\n")

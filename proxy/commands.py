@@ -170,15 +170,20 @@ def _steps(value: Any) -> tuple[int, ...] | None:
 @dataclass(frozen=True)
 class Drain:
     pool: str
+    timeout: float | None = None  # seconds; None: timeouts.drain
 
     @classmethod
     def from_json(cls, body: Any, pools: list[str]) -> Drain:
         body = _mapping(body)
-        _no_extra(body, {"pool"})
-        return cls(_pool_name(body.get("pool"), pools, "pool"))
+        _no_extra(body, {"pool", "timeout"})
+        return cls(_pool_name(body.get("pool"), pools, "pool"),
+                   _optional(body, "timeout", hi=86400.0))
 
     def to_json(self) -> dict:
-        return {"pool": self.pool}
+        out: dict[str, Any] = {"pool": self.pool}
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        return out
 
 
 @dataclass(frozen=True)

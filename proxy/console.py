@@ -92,7 +92,9 @@ async def _rollback(client: AdminClient, args) -> int:
 
 
 async def _drain(client: AdminClient, args) -> int:
-    code = await _mutate(client, args, "POST", "/drain", {"pool": args.pool}, quiet=args.wait)
+    from .cli import drain_body
+
+    code = await _mutate(client, args, "POST", "/drain", drain_body(args), quiet=args.wait)
     if code == EXIT_OK and args.wait:
         return await follow_drain(client, args.pool, as_json=_json(args))
     return code
@@ -154,7 +156,8 @@ def _json(args) -> bool:
 
 async def follow_drain(client: AdminClient, pool: str, as_json: bool = False,
                        poll: float = 0.2) -> int:
-    """Print in-flight requests of `pool` as they fall; return when 0."""
+    """Print in-flight requests of `pool` as they fall, and what holds them;
+    return when 0 (the proxy cuts what is left at the drain's deadline)."""
     tty = sys.stdout.isatty() and not as_json
     last = None
     peak = 0
@@ -162,27 +165,39 @@ async def follow_drain(client: AdminClient, pool: str, as_json: bool = False,
         status, data, text = await client.call("GET", "/status")
         if status != 200:
             return _refused(status, data, text)
-        inflight = data["pools"][pool]["inflight"]
+        info = data["pools"][pool]
+        inflight = info["inflight"]
         peak = max(peak, inflight)
-        if inflight != last or tty:
-            _show_drain(pool, inflight, peak, tty)
-            last = inflight
+        shown = (inflight, _holders(info.get("holding") or []))
+        if shown != last or tty:
+            _show_drain(pool, inflight, peak, shown[1], tty)
+            last = shown
         if inflight == 0:
             if tty:
                 print()
-            print(f"{pool} drained: no requests in flight")
+            cut = info.get("drain_cut", 0)
+            print(f"{pool} drained: no requests in flight"
+                  + (f" ({cut} cut at the deadline so far)" if cut else ""))
             return EXIT_OK
         await asyncio.sleep(poll)
 
 
-def _show_drain(pool: str, inflight: int, peak: int, tty: bool) -> None:
+def _holders(holding: list[dict]) -> str:
+    """The oldest exchanges in flight, as `GET /sse (12s)`; ages rounded so a
+    plain listing changes only when something does."""
+    return ", ".join(f"{'WebSocket ' if h['kind'] == 'websocket' else h['method'] + ' '}"
+                     f"{h['path']} ({int(h['age'])}s)" for h in holding[:3])
+
+
+def _show_drain(pool: str, inflight: int, peak: int, holders: str, tty: bool) -> None:
+    held = f"; oldest: {holders}" if holders else ""
     if not tty:
-        print(f"{pool}: {inflight} in flight", flush=True)
+        print(f"{pool}: {inflight} in flight{held}", flush=True)
         return
     width = 30
     filled = 0 if peak == 0 else round(width * inflight / peak)
     bar = "#" * filled + "." * (width - filled)
-    sys.stdout.write(f"\r{pool}: [{bar}] {inflight:>5} in flight ")
+    sys.stdout.write(f"\r{pool}: [{bar}] {inflight:>5} in flight{held[:80]}\033[K")
     sys.stdout.flush()
 
 

@@ -34,6 +34,7 @@ class Controller:
         self.rollout: Rollout | None = None
         self._rollout_task: asyncio.Task | None = None
         self._step_marks: tuple[Snapshot, Snapshot] | None = None
+        self._drain_deadlines: dict[str, asyncio.TimerHandle] = {}
 
     @property
     def table(self) -> RoutingTable:
@@ -135,7 +136,9 @@ class Controller:
     def drain(self, cmd: Drain, caller: dict) -> dict:
         """No new requests (sticky or not) to the pool; in-flight ones finish there.
 
-        Open WebSockets to the pool are closed after `timeouts.drain`.
+        Whatever is still open to the pool after `cmd.timeout` (default
+        `timeouts.drain`): server-sent event streams, long polls, WebSockets,
+        is cut then, so a drain always ends.
         """
         table = self.table
         weights = dict(table.weights)
@@ -147,14 +150,23 @@ class Controller:
         new = table_from(weights, generation=table.generation + 1,
                          previous=_previous_after(table, weights), epochs=dict(table.epochs),
                          grace_until=grace)
-        self._apply(new, "pool_drained", caller, rollout, pool=cmd.pool)
-        self.plane.loop.call_later(self.plane.config.timeouts.drain, self._close_tunnels, cmd.pool)
+        timeout = self.plane.config.timeouts.drain if cmd.timeout is None else cmd.timeout
+        self._apply(new, "pool_drained", caller, rollout, pool=cmd.pool, timeout=timeout)
+        old = self._drain_deadlines.pop(cmd.pool, None)
+        if old is not None:
+            old.cancel()
+        self._drain_deadlines[cmd.pool] = self.plane.loop.call_later(
+            timeout, self._drain_deadline, cmd.pool)
         return self.status()
 
-    def _close_tunnels(self, pool: str) -> None:
-        if self.table.weights.get(pool, 0) == 0:
-            for tunnel in [t for t in self.plane.tunnels if t.pool.name == pool]:
-                tunnel.close()
+    def _drain_deadline(self, pool: str) -> None:
+        self._drain_deadlines.pop(pool, None)
+        if self.table.weights.get(pool, 0) != 0:
+            return  # it has traffic again: nothing to cut
+        cut = self.plane.cut_pool(pool)
+        self.plane.pools[pool].drain_cut += cut
+        if cut:
+            self.events.emit("drain_deadline", level="warning", pool=pool, cut=cut)
 
     async def _wait_healthy(self, pool: str) -> None:
         loop = self.plane.loop
@@ -313,6 +325,8 @@ class Controller:
         save(self.state_file, saved_state(self.table, self.rollout))
 
     async def close(self) -> None:
+        for handle in self._drain_deadlines.values():
+            handle.cancel()
         if self._rollout_task is not None:
             self._rollout_task.cancel()
             await asyncio.gather(self._rollout_task, return_exceptions=True)

@@ -93,9 +93,11 @@ class InternalError(ProxyError):
     event = "internal_error"
 
 
-class DrainingError(ProxyError):
+class DrainCutError(ProxyError):
+    """A drain's deadline passed with the exchange still open (a stream, a long poll)."""
+
     status = 503
-    event = "shutting_down"
+    event = "drain_cut"
 
 
 def error_response(status: int, close: bool = True) -> bytes:

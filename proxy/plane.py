@@ -40,6 +40,7 @@ class DataPlane:
         "tester_cookie", "our_cookies", "tester_header", "_tester_nets", "_trusted_nets", "_cookie_lines",
         "_drop", "_drop_trusted", "_ids", "_id_prefix", "_random", "on_health_change",
         "on_passive_failure", "_outbox",
+        "idle", "evicted",
     )
 
     def __init__(self, loop, config: Config, table: RoutingTable, signer: Signer,
@@ -49,6 +50,11 @@ class DataPlane:
         self.log = log
         self.access = access
         self.clients: set[ClientConnection] = set()
+        # Client connections waiting for a request, longest idle first (a dict
+        # keeps insertion order): at the connection cap the first is closed to
+        # admit a new client, as nginx reclaims keep-alive connections.
+        self.idle: dict[ClientConnection, None] = {}
+        self.evicted = 0
         self.tunnels: set = set()
         self.draining = False
         self.pools: dict[str, Pool] = {}
@@ -107,6 +113,7 @@ class DataPlane:
             # Counters carry over a reload (requests still in flight count into the
             # old object; what they add there is lost, a known, small undercount).
             pool.requests, pool.errors, pool.by_class = old.requests, old.errors, old.by_class
+            pool.drain_cut = old.drain_cut
             pool.latency = old.latency
         return pool
 
@@ -260,6 +267,8 @@ class DataPlane:
         """What `GET /status` shows about pools (the control plane adds the rest)."""
         table = self.table
         pools = {}
+        now = time.monotonic()
+        held = self.in_flight_by_pool()
         for name, pool in self.pools.items():
             pools[name] = {
                 "healthy": pool.healthy,
@@ -274,6 +283,12 @@ class DataPlane:
                      "closes": u.closes, "resent": u.resent}
                     for u in pool.upstreams
                 ],
+                # What keeps a drain waiting: the oldest exchanges in flight.
+                "holding": [{"kind": kind, "method": method.decode("latin-1"),
+                             "path": target[:200].decode("latin-1"),
+                             "age": round(now - started, 1)}
+                            for kind, started, method, target in held.get(name, ())[:5]],
+                "drain_cut": pool.drain_cut,
             }
             if hasattr(pool, "latency"):
                 # Per-bucket counts (stats.BOUNDS): `top` turns two of these into p50/p99.
@@ -283,9 +298,58 @@ class DataPlane:
     def inflight(self) -> int:
         return sum(1 for c in self.clients if c.current is not None)
 
-    def close_idle_clients(self) -> int:
-        """Close keep-alive connections that wait for a request; return how many stay busy."""
-        return sum(1 for c in list(self.clients) if not c.close_if_idle())
+    def evict_idle(self) -> bool:
+        """Close the longest-idle client connection; False when none is idle."""
+        for client in self.idle:
+            self.idle.pop(client)
+            if client.close_if_idle():
+                self.evicted += 1
+                return True
+            return self.evict_idle()  # not idle after all: the next one
+        return False
+
+    def close_idle_clients(self, idle_for: float = 0.0) -> int:
+        """Close connections idle for `idle_for` seconds or more; return how many
+        connections stay open.
+
+        While the proxy drains, a connection that carries a request gets its
+        answer with `Connection: close`, the one notice a client cannot miss;
+        closing an idle connection races with a request the client may be
+        sending at that moment (HAProxy's `idle-close-on-response` makes the
+        same trade), so a connection idle for a moment only is given `idle_for`
+        to use or lose.
+        """
+        cutoff = time.monotonic() - idle_for
+        for client in [c for c in self.idle if c.idle_since <= cutoff]:
+            client.close_if_idle()
+        return len(self.clients)
+
+    def in_flight_by_pool(self) -> dict[str, list[tuple[str, float, str, bytes, bytes]]]:
+        """Exchanges in flight per pool, oldest first: (kind, started, method, target)."""
+        out: dict[str, list] = {}
+        for client in self.clients:
+            held = client.holds()
+            if held is not None:
+                pool, req = held
+                out.setdefault(pool, []).append(("http", req.started, req.method, req.target))
+        for tunnel in self.tunnels:
+            req = tunnel.req
+            out.setdefault(tunnel.pool.name, []).append(
+                ("websocket", req.started, req.method, req.target))
+        for items in out.values():
+            items.sort(key=lambda item: item[1])
+        return out
+
+    def cut_pool(self, pool: str) -> int:
+        """End every exchange and tunnel still open to `pool` (a drain's deadline)."""
+        cut = 0
+        for client in [c for c in self.clients if (c.holds() or ("",))[0] == pool]:
+            client.cut_exchange()
+            cut += 1
+        for tunnel in [t for t in self.tunnels if t.pool.name == pool]:
+            tunnel.close(error="drain_cut")
+            cut += 1
+        return cut
 
 
 def table_from(weights: dict[str, int], generation: int = 0, previous: str | None = None,

@@ -14,7 +14,7 @@ class Pool:
     """Upstreams of one color; counters that `status` and metrics show."""
 
     __slots__ = ("name", "upstreams", "balance", "_next", "requests", "errors", "by_class",
-                 "latency")
+                 "latency", "drain_cut")
 
     def __init__(self, name: str, upstreams: list[Upstream], balance: str = "least_inflight") -> None:
         self.name = name
@@ -27,6 +27,7 @@ class Pool:
         # that got no upstream response (the proxy answered or cut them).
         self.by_class = [0] * 6
         self.latency = Histogram()
+        self.drain_cut = 0  # exchanges and tunnels cut at a drain's deadline
 
     def __repr__(self) -> str:
         ups = ", ".join(repr(u) for u in self.upstreams)

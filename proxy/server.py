@@ -31,6 +31,10 @@ from .sticky import Signer, load_or_create_secret
 from .systemd import Notifier, listen_fds
 
 SWEEP_INTERVAL = 0.25
+# While stopping, an idle keep-alive connection is closed once it has been
+# idle this long; one that carries a request meanwhile is answered with
+# `Connection: close` (see DataPlane.close_idle_clients).
+DRAIN_IDLE_GRACE = 1.0
 ACCESS_FLUSH_INTERVAL = 0.2
 
 
@@ -204,7 +208,7 @@ class Server:
         """Finish in-flight requests within timeouts.drain; close idle connections."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeouts.drain
-        while plane.close_idle_clients() and loop.time() < deadline:
+        while plane.close_idle_clients(DRAIN_IDLE_GRACE) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for client in list(plane.clients):
             if client.transport is not None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from .errors import (
+    DrainCutError,
     ProxyError,
     UpstreamConnectError,
     UpstreamProtocolError,
@@ -325,7 +326,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def cut(self) -> None:
         """A drain ran out of time: end this exchange (a stream, a long poll) now."""
-        self._fail(UpstreamResetError("cut at the drain deadline"), ANSWERED)
+        self._fail(DrainCutError("still open at the drain deadline"), ANSWERED)
 
     # -- asyncio.Protocol ----------------------------------------------------------
 

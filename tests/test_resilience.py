@@ -34,6 +34,7 @@ from .support import (
     PoolProcess,
     ProxyProcess,
     RecordingUpstream,
+    _complete,
     open_conn,
     parse_responses,
     raw_exchange,
@@ -249,6 +250,17 @@ def echo_pools():
 
 # -- helpers ---------------------------------------------------------------------------
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length, read from a raw socket."""
+    out = b""
+    while not _complete(out):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
 def read_until_closed(sock: socket.socket, bound: float = WITHIN) -> tuple[bytes, float | None]:
     """Everything the peer sends until it closes; (bytes, monotonic time of the close),
     the time None when it stayed open for `bound` seconds."""
@@ -460,7 +472,8 @@ def test_a_thousand_slowloris_connections_do_not_stop_normal_requests(start_prox
 
 # -- dying upstreams and stale connections ------------------------------------------------
 
-def test_upstream_killed_under_load_fails_no_get_and_comes_back_when_restarted(start_proxy):
+def test_upstream_killed_under_load_fails_only_what_it_held_and_comes_back_when_restarted(
+        start_proxy):
     one, two, green = PoolProcess("blue"), PoolProcess("blue"), PoolProcess("green")
     try:
         proxy = start_proxy([one.address, two.address], [green.address])
@@ -481,7 +494,11 @@ def test_upstream_killed_under_load_fails_no_get_and_comes_back_when_restarted(s
                 result = load.stop()
             finally:
                 restarted.stop()
-        assert result.failures == [], f"{Counter(result.failures)}\n{data_plane_errors(proxy)}"
+        # The GETs the killed process had read may have run: they get a 502, not
+        # a second run (retry.py).  Each of the 8 connections had at most one.
+        assert set(result.failures) <= {"status 502"}, \
+            f"{Counter(result.failures)}\n{data_plane_errors(proxy)}"
+        assert len(result.failures) <= 8
         assert result.by_pool["blue"] == result.ok
         assert result.ok > 900
         print(f"kill -9 under load: {result.ok} GETs, client-side retries {result.retries}, "
@@ -642,42 +659,48 @@ def test_drain_counts_an_open_websocket_in_flight_and_closes_it_after_the_drain_
 
 # -- limits -----------------------------------------------------------------------------
 
-def test_connection_over_max_connections_gets_503_and_is_closed_then_room_frees_up(
+def test_at_the_connection_cap_the_longest_idle_keepalive_connection_makes_room(
         start_proxy, pools):
     blue, green = pools
     proxy = start_proxy([blue.address], [green.address], extra="limits: {max_connections: 20}\n")
     conns = [open_conn(proxy.port) for _ in range(20)]
-    for conn in conns:  # each one accepted and served
+    for conn in conns:  # each one accepted and served, conns[0] first
+        assert get(conn)[0].status == 200
+    newcomer = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    newcomer.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    (status, _, _), = parse_responses(read_response(newcomer))
+    assert status == 200  # served, not refused
+    newcomer.close()
+    conns[0].sock.settimeout(5)
+    assert conns[0].sock.recv(1) == b""  # the longest idle was closed to admit it
+    for conn in conns[1:]:  # the others are still served
         assert get(conn)[0].status == 200
 
-    def refused() -> bytes:
+
+def test_a_connection_over_the_cap_gets_503_only_when_every_connection_is_busy(
+        start_proxy, pools):
+    blue, green = pools
+    proxy = start_proxy([blue.address], [green.address], extra="limits: {max_connections: 20}\n")
+    busy = []
+    for _ in range(20):  # each in the middle of sending a request head
+        s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        busy.append(s)
+    try:
+        wait_for(lambda: proxy.status() and True, what="status")
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
             out, closed = read_until_closed(s, 5.0)
         assert closed is not None, "the connection over the limit was left open"
-        return out
-
-    out = refused()
-    (status, headers, _), = parse_responses(out)
-    assert status == 503 and headers["connection"] == ["close"]
-    for conn in conns[:5]:
-        conn.close()
-
-    def served(conn) -> bool:
-        try:
-            return get(conn)[0].status == 200
-        except (OSError, http.client.HTTPException):
-            conn.close()  # refused while the proxy had not seen the closes yet
-            return False
-
-    def new_and_served():
+        (status, headers, _), = parse_responses(out)
+        assert status == 503 and headers["connection"] == ["close"]
+        for s in busy[:5]:  # five heads finish: answered, then idle, then evictable
+            s.sendall(b"\r\n")
+            assert parse_responses(read_response(s))[0][0] == 200
         conn = open_conn(proxy.port)
-        return conn if served(conn) else None
-
-    for _ in range(5):  # the proxy sees the five closes a moment later
-        wait_for(new_and_served, what="room for a new connection")
-    for conn in conns[5:]:  # the old ones are still served too
         assert get(conn)[0].status == 200
-    assert parse_responses(refused())[0][0] == 503  # 20 open again: full
+    finally:
+        for s in busy:
+            s.close()
 
 
 # -- forwarding headers -------------------------------------------------------------------
