@@ -231,7 +231,10 @@ class TimeoutsConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    max_body: int = 100 * 2**20
+    # Swoole's package_max_length (2 MB by default, Hyperf keeps it) counts the
+    # head too; the head we forward is at most max_header plus the few fields
+    # we add, so 64 KB less than 2 MB is a body Swoole always takes.
+    max_body: int = 2 * 2**20 - 64 * 2**10
     max_header: int = 32 * 2**10
     max_connections: int = 10000
     body_memory: int = 2**20  # above this a request body spills to a temp file

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
+import os
 import socket
 import time
 from typing import TYPE_CHECKING
@@ -373,18 +374,46 @@ class UpstreamConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc) -> None:
-        self.transport = None
         up = self.upstream
         if self.client is None:
+            self.transport = None
             if self in up.idle:
                 up.idle.remove(self)
             return
+        reset = isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS
+        if reset and self.phase is AWAITING:
+            self._salvage()
+            if self.client is None:
+                return  # the early answer was whole
+        self.transport = None
         if self.head_sent and not self.body_framed:
             # A response without Content-Length or chunked ends at close.
             self._complete(False)
             return
-        reset = isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS
         self._closed_under_request(reset, exc or "eof")
+
+    def _salvage(self) -> None:
+        """Read what the upstream said before it reset the connection.
+
+        An upstream that refuses a request early (Swoole's 413 over
+        `package_max_length`) answers and closes while we are still sending the
+        body; the reset then fails our next write, and the event loop drops the
+        connection without reading the answer that is waiting in the socket.
+        The descriptor is still open here: read it ourselves.
+        """
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is None:
+            return
+        try:
+            with socket.socket(fileno=os.dup(sock.fileno())) as peek:
+                peek.setblocking(False)
+                data = peek.recv(65536)
+        except OSError:
+            return
+        if data:
+            self.data_received(data)
+            if self.client is not None and self.head_sent and not self.body_framed:
+                self._complete(False)  # a close-delimited answer ends here
 
     # -- llhttp callbacks ----------------------------------------------------------
 

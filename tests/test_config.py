@@ -137,7 +137,7 @@ def test_minimal_config_gets_every_default():
         HealthConfig(), StickyConfig(), TimeoutsConfig(), LimitsConfig())
     assert (config.tester, config.log, config.rollout) == (config_module.TesterConfig(), LogConfig(), RolloutConfig())
     assert config.trusted_proxies == ()
-    assert config.limits.max_body == 100 * 2**20
+    assert config.limits.max_body == 2 * 2**20 - 64 * 2**10  # fits Swoole's 2 MB
 
 
 def test_without_weights_the_first_pool_gets_everything():

@@ -29,8 +29,10 @@
  * file_put_contents(FILE_APPEND | LOCK_EX), so lines from several workers and processes
  * never interleave. Request lines carry event (applied|started), pid, worker, method, path,
  * test_id (X-Test-Id), idempotency_key, cookie (as received) and the server name;
- * worker_start / worker_stop / worker_exit / worker_error / shutdown lines let a test see
- * that Swoole recycled a worker.
+ * server_start / worker_start / worker_stop / worker_error / shutdown lines let a test see
+ * that Swoole recycled a worker. There is deliberately no onWorkerExit line: Swoole calls
+ * onWorkerExit while the stopping worker's reactor winds down, and a hooked file write
+ * there never completed (the worker hung until the manager killed it).
  */
 
 declare(strict_types=1);
@@ -85,8 +87,25 @@ function request_fields(Server $server, Request $request, string $event, string 
         'path' => $request->server['request_uri'] ?? '',
         'test_id' => $request->header['x-test-id'] ?? null,
         'idempotency_key' => $request->header['idempotency-key'] ?? null,
-        'cookie' => $request->header['cookie'] ?? null,
+        'cookie' => raw_cookie($request),
     ];
+}
+
+/**
+ * The Cookie header exactly as received. Swoole parses it into $request->cookie and drops
+ * it from $request->header, so it is read from the raw request head (several Cookie
+ * lines are joined with "; ", the way HTTP/2 rejoins a split cookie, RFC 9113 §8.2.3).
+ */
+function raw_cookie(Request $request): ?string
+{
+    [$head] = explode("\r\n\r\n", (string) $request->getData(), 2);
+    $values = [];
+    foreach (explode("\r\n", $head) as $line) {
+        if (stripos($line, 'cookie:') === 0) {
+            $values[] = trim(substr($line, 7));
+        }
+    }
+    return $values ? implode('; ', $values) : null;
 }
 
 /** SWOOLE_HOOK_ALL, less the curl hooks when ext-curl is absent (Swoole warns otherwise). */
@@ -135,9 +154,6 @@ $server->on('workerStart', function (Server $server, int $workerId) use ($log, $
 });
 $server->on('workerStop', function (Server $server, int $workerId) use ($log, $name) {
     log_line($log, ['event' => 'worker_stop', 'name' => $name, 'worker' => $workerId]);
-});
-$server->on('workerExit', function (Server $server, int $workerId) use ($log, $name) {
-    log_line($log, ['event' => 'worker_exit', 'name' => $name, 'worker' => $workerId]);
 });
 $server->on('workerError', function (Server $server, int $workerId, int $workerPid, int $exitCode,
                                      int $signal) use ($log, $name) {
