@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 import pytest
@@ -782,6 +783,46 @@ def test_drain_wait_follows_in_flight_requests_down_and_they_finish_on_blue(star
     assert status["pools"]["blue"]["inflight"] == 0
     resp, _ = get(open_conn(proxy.port), headers={"Cookie": blue_cookie})
     assert resp.getheader("X-Pool") == "green"  # no new requests to a drained pool
+
+
+def test_drain_wait_ends_at_its_timeout_cutting_a_stream_and_shows_what_held_it(start_proxy):
+    proxy = start_proxy(weights={"blue": 50, "green": 50})
+    blue_cookie = cookie_for(proxy, "blue")
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
+    # Server-sent events for 50 s: longer than any drain should wait.
+    sock.sendall(b"GET /events?n=100&delay=0.5 HTTP/1.1\r\nHost: x\r\nCookie: %s\r\n\r\n"
+                 % blue_cookie.encode())
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    wait_for(lambda: status_now(proxy)["pools"]["blue"]["inflight"] == 1, what="the stream open")
+    held = status_now(proxy)["pools"]["blue"]["holding"]
+    assert [(h["kind"], h["method"], h["path"]) for h in held] == \
+        [("http", "GET", "/events?n=100&delay=0.5")]
+
+    started = time.monotonic()
+    result = proxy.cli("drain", "blue", "--wait", "--timeout", "2s")
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "oldest: GET /events?n=100&delay=0.5" in result.stdout
+    assert "drained" in result.stdout.splitlines()[-1] and "1 cut" in result.stdout, result.stdout
+    assert took < 20  # ends by its timeout, not the stream's 50 s
+    sock.settimeout(5)
+    rest = b""
+    while chunk := sock.recv(65536):  # the client connection is cut (never a clean end)
+        rest += chunk
+    assert not rest.endswith(b"0\r\n\r\n")
+    sock.close()
+    assert proxy.status()["pools"]["blue"]["drain_cut"] == 1
+    assert proxy.event("drain_deadline")["cut"] == 1
+    line = wait_for(lambda: [x for x in proxy.events("request") if x["path"].startswith("/events")],
+                    what="the stream's access line")[0]
+    assert line["error"] == "drain_cut"
+
+
+def test_drain_timeout_must_be_a_duration(proxy):
+    result = proxy.cli("drain", "blue", "--timeout", "soon")
+    assert result.returncode == 2 or result.returncode == 1, result
+    assert "--timeout" in result.stderr
+    assert proxy.status()["weights"]["blue"] == 100  # nothing changed
 
 
 # -- the command line -----------------------------------------------------------------------

@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import pytest
 
-from .support import ProxyProcess, RecordingUpstream
+from .support import ProxyProcess, RecordingUpstream, wait_for
 
 # max_header stays above the 8 KB target limit so a long target is a 414, not a 431.
 CONFIG = ("limits: {max_body: 1KB, max_header: 16KB}\n"
@@ -623,7 +624,8 @@ def test_ten_thousand_small_fields_get_431_and_the_proxy_keeps_serving(site):
 def test_invalid_upstream_response_is_never_passed_off_as_complete(site, answer, outcome):
     rec, proxy = site
     rec.respond = lambda req: answer
-    reply = converse(proxy.port, b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n", grace=0)
+    path = f"/r?{uuid.uuid4().hex}"
+    reply = converse(proxy.port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode(), grace=0)
     assert len(rec.requests) == 1, rec.requests  # an answered request is never retried
     if outcome == "cut":
         assert reply.closed, "the client connection was not cut"
@@ -631,6 +633,11 @@ def test_invalid_upstream_response_is_never_passed_off_as_complete(site, answer,
         head, _, body = reply.data.partition(b"\r\n\r\n")
         assert b"Content-Length: 100" not in head or len(body) < 100, reply.data
         assert not reply.data.endswith(b"0\r\n\r\n"), reply.data
+        # The access line says the answer was cut, not a plain 200.
+        line, = wait_for(lambda: [x for x in proxy.events("request") if x["path"] == path],
+                         what="the access line")
+        assert line["status"] == 200 and line["error"] in ("upstream_reset",
+                                                           "upstream_bad_response"), line
     else:
         assert reply.statuses == [outcome], reply.data[:300]
 
