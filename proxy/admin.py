@@ -21,7 +21,15 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from .commands import CommandError, Cutover, Drain, TesterCookie, Weights, parse_if_match
+from .commands import (
+    CommandError,
+    Cutover,
+    Drain,
+    TesterCookie,
+    UpstreamToggle,
+    Weights,
+    parse_if_match,
+)
 from .control import Controller, caller_of
 from .state import StateError
 
@@ -52,6 +60,7 @@ class AdminServer:
             web.post("/cutover", self.post_cutover),
             web.post("/rollback", self.post_rollback),
             web.post("/drain", self.post_drain),
+            web.post("/upstream", self.post_upstream),
             web.post("/reload", self.post_reload),
             web.post("/tester-cookie", self.post_tester_cookie),
             web.get("/metrics", self.get_metrics),
@@ -145,6 +154,11 @@ class AdminServer:
         cmd = Drain.from_json(await _json(request), self.controller.pools)
         self._precondition(request)
         return self._state_response(self.controller.drain(cmd, self._caller(request)))
+
+    async def post_upstream(self, request: web.Request) -> web.Response:
+        cmd = UpstreamToggle.from_json(await _json(request), self.controller.pools)
+        self._precondition(request)
+        return self._state_response(self.controller.set_upstream(cmd, self._caller(request)))
 
     async def post_reload(self, request: web.Request) -> web.Response:
         await _json(request, optional=True)

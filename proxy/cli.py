@@ -54,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="follow in-flight requests down to 0")
     p.add_argument("--timeout", help="cut what is still open after this long, e.g. 30s "
                    "(default: timeouts.drain)")
+    p.add_argument("--upstream", metavar="ADDRESS",
+                   help="drain one upstream of the pool (a rolling update), not the pool")
+    p.add_argument("--force", action="store_true",
+                   help="with --upstream: even the last enabled, healthy one of the pool")
+    p = add("upstream", "take one upstream out of its pool's rotation, or put it back")
+    p.add_argument("action", choices=["disable", "enable"])
+    p.add_argument("pool")
+    p.add_argument("address", help="as in the config, e.g. 127.0.0.1:9501 or unix:/path")
+    p.add_argument("--force", action="store_true",
+                   help="disable even the last enabled, healthy upstream of a pool with weight")
     add("reload", "re-read the config file; an invalid file changes nothing")
     p = add("top", "live per-pool req/s, errors, p50/p99")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -174,11 +184,23 @@ def cutover_command(args) -> Cutover:
 def drain_body(args) -> dict:
     """argv → the body of POST /drain (the timeout in seconds)."""
     body: dict = {"pool": args.pool}
+    if args.upstream:
+        body["upstream"] = args.upstream
+    if args.force:
+        body["force"] = True
     if args.timeout:
         try:
             body["timeout"] = config_module.parse_duration(args.timeout)
         except ValueError as exc:
             raise CommandError(f"--timeout: {exc}") from None
+    return body
+
+
+def upstream_body(args) -> dict:
+    """argv → the body of POST /upstream."""
+    body: dict = {"pool": args.pool, "address": args.address, "enabled": args.action == "enable"}
+    if args.force:
+        body["force"] = True
     return body
 
 

@@ -547,12 +547,12 @@ class ClientConnection(asyncio.Protocol):
             return True
         return False
 
-    def holds(self) -> tuple[str, Request] | None:
-        """(pool, request) of the exchange in flight, for a drain to show or cut."""
+    def holds(self) -> tuple[Upstream, Request] | None:
+        """(upstream, request) of the exchange in flight, for a drain to show or cut."""
         req = self.current
-        if req is None or self.pool is None or self.upstream is None:
+        if req is None or self.upstream is None:
             return None
-        return self.pool.name, req
+        return self.upstream.upstream, req
 
     def cut_exchange(self) -> None:
         """A drain ran out of time: end the exchange in flight (a stream, a long poll)."""

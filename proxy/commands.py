@@ -171,18 +171,59 @@ def _steps(value: Any) -> tuple[int, ...] | None:
 class Drain:
     pool: str
     timeout: float | None = None  # seconds; None: timeouts.drain
+    upstream: str | None = None   # drain one upstream of the pool (a rolling update)
+    force: bool = False           # with upstream: even the pool's last healthy one
 
     @classmethod
     def from_json(cls, body: Any, pools: list[str]) -> Drain:
         body = _mapping(body)
-        _no_extra(body, {"pool", "timeout"})
+        _no_extra(body, {"pool", "timeout", "upstream", "force"})
+        upstream, force = body.get("upstream"), body.get("force", False)
+        if upstream is not None and not isinstance(upstream, str):
+            raise CommandError("upstream: expected an address like 127.0.0.1:9501")
+        if not isinstance(force, bool):
+            raise CommandError("force: expected true or false")
         return cls(_pool_name(body.get("pool"), pools, "pool"),
-                   _optional(body, "timeout", hi=86400.0))
+                   _optional(body, "timeout", hi=86400.0), upstream, force)
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"pool": self.pool}
         if self.timeout is not None:
             out["timeout"] = self.timeout
+        if self.upstream is not None:
+            out["upstream"] = self.upstream
+        if self.force:
+            out["force"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class UpstreamToggle:
+    """`POST /upstream`: one upstream out of (or back into) its pool's rotation."""
+
+    pool: str
+    address: str
+    enabled: bool
+    force: bool = False
+
+    @classmethod
+    def from_json(cls, body: Any, pools: list[str]) -> UpstreamToggle:
+        body = _mapping(body)
+        _no_extra(body, {"pool", "address", "enabled", "force"})
+        address = body.get("address")
+        if not isinstance(address, str) or not address:
+            raise CommandError("address: expected an upstream address like 127.0.0.1:9501")
+        enabled, force = body.get("enabled"), body.get("force", False)
+        if not isinstance(enabled, bool):
+            raise CommandError("enabled: expected true or false")
+        if not isinstance(force, bool):
+            raise CommandError("force: expected true or false")
+        return cls(_pool_name(body.get("pool"), pools, "pool"), address, enabled, force)
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"pool": self.pool, "address": self.address, "enabled": self.enabled}
+        if self.force:
+            out["force"] = True
         return out
 
 

@@ -96,8 +96,14 @@ async def _drain(client: AdminClient, args) -> int:
 
     code = await _mutate(client, args, "POST", "/drain", drain_body(args), quiet=args.wait)
     if code == EXIT_OK and args.wait:
-        return await follow_drain(client, args.pool, as_json=_json(args))
+        return await follow_drain(client, args.pool, as_json=_json(args), upstream=args.upstream)
     return code
+
+
+async def _upstream(client: AdminClient, args) -> int:
+    from .cli import upstream_body
+
+    return await _mutate(client, args, "POST", "/upstream", upstream_body(args))
 
 
 async def _reload(client: AdminClient, args) -> int:
@@ -155,10 +161,11 @@ def _json(args) -> bool:
 # -- following a drain or a rollout ---------------------------------------------------------
 
 async def follow_drain(client: AdminClient, pool: str, as_json: bool = False,
-                       poll: float = 0.2) -> int:
-    """Print in-flight requests of `pool` as they fall, and what holds them;
-    return when 0 (the proxy cuts what is left at the drain's deadline)."""
+                       poll: float = 0.2, upstream: str | None = None) -> int:
+    """Print in-flight requests of `pool` (or of its `upstream`) as they fall, and
+    what holds them; return when 0 (the proxy cuts what is left at the deadline)."""
     tty = sys.stdout.isatty() and not as_json
+    name = pool if upstream is None else f"{pool} {upstream}"
     last = None
     peak = 0
     while True:
@@ -166,17 +173,18 @@ async def follow_drain(client: AdminClient, pool: str, as_json: bool = False,
         if status != 200:
             return _refused(status, data, text)
         info = data["pools"][pool]
-        inflight = info["inflight"]
+        inflight = info["inflight"] if upstream is None else next(
+            (u["inflight"] for u in info["upstreams"] if u["address"] == upstream), 0)
         peak = max(peak, inflight)
-        shown = (inflight, _holders(info.get("holding") or []))
+        shown = (inflight, _holders(info.get("holding") or []) if upstream is None else "")
         if shown != last or tty:
-            _show_drain(pool, inflight, peak, shown[1], tty)
+            _show_drain(name, inflight, peak, shown[1], tty)
             last = shown
         if inflight == 0:
             if tty:
                 print()
             cut = info.get("drain_cut", 0)
-            print(f"{pool} drained: no requests in flight"
+            print(f"{name} drained: no requests in flight"
                   + (f" ({cut} cut at the deadline so far)" if cut else ""))
             return EXIT_OK
         await asyncio.sleep(poll)
@@ -255,11 +263,14 @@ def render_status(data: dict) -> str:
                      f"{rate:.2%}"))
     lines += _table(rows)
     lines.append("")
-    rows = [("POOL", "UPSTREAM", "STATE", "IN-FLIGHT")]
+    rows = [("POOL", "UPSTREAM", "STATE", "IN-FLIGHT", "CLOSED UNDER A REQUEST")]
     for name, pool in data["pools"].items():
         for up in pool["upstreams"]:
-            rows.append((name, up["address"], "up" if up["healthy"] else "DOWN",
-                         str(up["inflight"])))
+            state = ("up" if up["healthy"] else "DOWN") + \
+                ("" if up.get("enabled", True) else ", disabled")
+            closes = up.get("closes", 0)
+            rows.append((name, up["address"], state, str(up["inflight"]),
+                         f"{closes} ({up.get('resent', 0)} resent)" if closes else "-"))
     lines += _table(rows)
     if data.get("grace"):
         lines.append("")
@@ -287,6 +298,7 @@ _HANDLERS = {
     "cutover": _cutover,
     "rollback": _rollback,
     "drain": _drain,
+    "upstream": _upstream,
     "reload": _reload,
     "top": _top,
     "tester-cookie": _tester_cookie,

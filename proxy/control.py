@@ -15,7 +15,15 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from .commands import ConflictError, Cutover, Drain, PreconditionError, Weights
+from .commands import (
+    CommandError,
+    ConflictError,
+    Cutover,
+    Drain,
+    PreconditionError,
+    UpstreamToggle,
+    Weights,
+)
 from .events import EventLog
 from .plane import DataPlane, table_from
 from .rollout import CANCELLED, COMPLETED, HELD, ROLLED_BACK, RUNNING, Rollout, judge
@@ -82,6 +90,7 @@ class Controller:
             previous=_previous_after(table, weights),
             epochs=dict(table.epochs),
             grace_until=_grace_after(table, weights, now, self.plane.config.sticky.grace),
+            disabled=dict(table.disabled),
         )
         self._apply(new, event, caller, rollout, **why)
 
@@ -114,9 +123,29 @@ class Controller:
             previous=None,
             epochs=epochs,
             grace_until={},
+            disabled=dict(table.disabled),
         )
         self._apply(new, "rolled_back", caller, rollout, reason=reason or "by hand")
         return self.status()
+
+    def fit_to(self, config) -> None:
+        """A reloaded config adds or removes pools or upstreams: the routing table
+        follows (new pools at weight 0), keeping every grace period and disabled
+        upstream that still exists.  Saved before it applies, like any change."""
+        table = self.table
+        addresses = {name: {str(a) for a in pc.upstreams} for name, pc in config.pools.items()}
+        disabled = {p: frozenset(a for a in addrs if a in addresses.get(p, ()))
+                    for p, addrs in table.disabled.items()}
+        disabled = {p: a for p, a in disabled.items() if a}
+        if set(table.weights) == set(addresses) and disabled == dict(table.disabled):
+            return
+        keep = lambda mapping: {p: v for p, v in mapping.items() if p in addresses}  # noqa: E731
+        new = table_from({p: table.weights.get(p, 0) for p in addresses},
+                         generation=table.generation + 1,
+                         previous=table.previous if table.previous in addresses else None,
+                         epochs=keep(table.epochs), grace_until=keep(table.grace_until),
+                         disabled=disabled)
+        self._apply(new, "routing_fitted_to_config", _internal("reload"), pools=sorted(addresses))
 
     def _graced(self, table: RoutingTable) -> list[str]:
         now = self.plane.loop.time()
@@ -129,17 +158,25 @@ class Controller:
         for pool in self._graced(table):
             epochs[pool] = epochs.get(pool, 0) + 1
         new = table_from(dict(table.weights), generation=table.generation + 1,
-                         previous=None, epochs=epochs, grace_until={})
+                         previous=None, epochs=epochs, grace_until={},
+                         disabled=dict(table.disabled))
         self._apply(new, "rolled_back", caller, reason="grace ended")
         return self.status()
 
     def drain(self, cmd: Drain, caller: dict) -> dict:
-        """No new requests (sticky or not) to the pool; in-flight ones finish there.
+        """No new requests (sticky or not) to the pool, or to one of its upstreams;
+        in-flight ones finish there.
 
-        Whatever is still open to the pool after `cmd.timeout` (default
+        Whatever is still open to it after `cmd.timeout` (default
         `timeouts.drain`): server-sent event streams, long polls, WebSockets,
         is cut then, so a drain always ends.
         """
+        timeout = self.plane.config.timeouts.drain if cmd.timeout is None else cmd.timeout
+        if cmd.upstream is not None:
+            self.set_upstream(UpstreamToggle(cmd.pool, cmd.upstream, False, cmd.force), caller,
+                              event="upstream_drained", timeout=timeout)
+            self._cut_later(f"{cmd.pool} {cmd.upstream}", timeout)
+            return self.status()
         table = self.table
         weights = dict(table.weights)
         weights[cmd.pool] = 0
@@ -149,24 +186,70 @@ class Controller:
         grace = {p: t for p, t in table.grace_until.items() if p != cmd.pool}
         new = table_from(weights, generation=table.generation + 1,
                          previous=_previous_after(table, weights), epochs=dict(table.epochs),
-                         grace_until=grace)
-        timeout = self.plane.config.timeouts.drain if cmd.timeout is None else cmd.timeout
+                         grace_until=grace, disabled=dict(table.disabled))
         self._apply(new, "pool_drained", caller, rollout, pool=cmd.pool, timeout=timeout)
-        old = self._drain_deadlines.pop(cmd.pool, None)
-        if old is not None:
-            old.cancel()
-        self._drain_deadlines[cmd.pool] = self.plane.loop.call_later(
-            timeout, self._drain_deadline, cmd.pool)
+        self._cut_later(cmd.pool, timeout)
         return self.status()
 
-    def _drain_deadline(self, pool: str) -> None:
-        self._drain_deadlines.pop(pool, None)
-        if self.table.weights.get(pool, 0) != 0:
+    def _cut_later(self, what: str, timeout: float) -> None:
+        """At the drain's deadline, cut what is still open to `what` ("pool" or
+        "pool address"); a second drain of the same thing replaces the first."""
+        old = self._drain_deadlines.pop(what, None)
+        if old is not None:
+            old.cancel()
+        self._drain_deadlines[what] = self.plane.loop.call_later(
+            timeout, self._drain_deadline, what)
+
+    def _drain_deadline(self, what: str) -> None:
+        self._drain_deadlines.pop(what, None)
+        pool, _, address = what.partition(" ")
+        if address:
+            if address not in self.table.disabled.get(pool, ()):
+                return  # enabled again: nothing to cut
+        elif self.table.weights.get(pool, 0) != 0:
             return  # it has traffic again: nothing to cut
-        cut = self.plane.cut_pool(pool)
+        cut = self.plane.cut(pool, address or None)
         self.plane.pools[pool].drain_cut += cut
         if cut:
-            self.events.emit("drain_deadline", level="warning", pool=pool, cut=cut)
+            self.events.emit("drain_deadline", level="warning", pool=pool,
+                             upstream=address or None, cut=cut)
+
+    def set_upstream(self, cmd: UpstreamToggle, caller: dict, event: str | None = None,
+                     **why) -> dict:
+        """Take one upstream out of its pool's rotation, or put it back.
+
+        Refused (409, nothing changes) when it would leave a pool that has
+        weight with no enabled, healthy upstream, unless `cmd.force`.
+        """
+        pool = self.plane.pools[cmd.pool]
+        if cmd.address not in (u.label for u in pool.upstreams):
+            raise CommandError(f"address: {cmd.address!r} is not an upstream of pool {cmd.pool} "
+                               f"({', '.join(u.label for u in pool.upstreams)})")
+        table = self.table
+        off = set(table.disabled.get(cmd.pool, ()))
+        (off.discard if cmd.enabled else off.add)(cmd.address)
+        if off == set(table.disabled.get(cmd.pool, ())):
+            return self.status()  # already so: no new generation
+        if not cmd.enabled and not cmd.force:
+            self._refuse_emptying(cmd.pool, off, cmd.address)
+        disabled = dict(table.disabled)
+        disabled[cmd.pool] = frozenset(off)
+        new = table_from(dict(table.weights), generation=table.generation + 1,
+                         previous=table.previous, epochs=dict(table.epochs),
+                         grace_until=dict(table.grace_until), disabled=disabled)
+        event = event or ("upstream_enabled" if cmd.enabled else "upstream_disabled")
+        self._apply(new, event, caller, pool=cmd.pool, upstream=cmd.address,
+                    enabled=cmd.enabled, **why)
+        return self.status()
+
+    def _refuse_emptying(self, pool: str, off: set[str], address: str) -> None:
+        weight = self.table.weights.get(pool, 0)
+        if weight == 0:
+            return
+        if not any(u.healthy and u.label not in off for u in self.plane.pools[pool].upstreams):
+            raise ConflictError(
+                f"disabling {address} would leave pool {pool} (weight {weight}) with no "
+                "enabled, healthy upstream; nothing changed (--force to do it anyway)")
 
     async def _wait_healthy(self, pool: str) -> None:
         loop = self.plane.loop
@@ -302,8 +385,11 @@ class Controller:
     # -- state ---------------------------------------------------------------------
 
     def restore(self, saved: SavedState) -> None:
+        known = {name: {u.label for u in pool.upstreams} for name, pool in self.plane.pools.items()}
+        disabled = {p: frozenset(a for a in addrs if a in known.get(p, ()))
+                    for p, addrs in saved.disabled.items()}
         self.plane.set_table(table_from(saved.weights, saved.generation, saved.previous,
-                                        saved.epochs))
+                                        saved.epochs, disabled=disabled))
         if saved.rollout:
             try:
                 self.rollout = Rollout.from_json(saved.rollout)
@@ -339,6 +425,7 @@ def saved_state(table: RoutingTable, rollout: Rollout | None) -> SavedState:
         previous=table.previous,
         epochs=dict(table.epochs),
         rollout=None if rollout is None else rollout.to_json(),
+        disabled={p: sorted(a) for p, a in table.disabled.items()},
     )
 
 
@@ -374,8 +461,9 @@ def _grace_after(table: RoutingTable, weights: dict[str, int], now: float,
     return out
 
 
-def _internal() -> dict[str, Any]:
-    return {"uid": os.getuid(), "pid": os.getpid(), "via": "rollout"}
+def _internal(via: str = "rollout") -> dict[str, Any]:
+    """Log fields for a change the proxy made itself."""
+    return {"uid": os.getuid(), "pid": os.getpid(), "via": via}
 
 
 def caller_of(peer: tuple[int, int, int] | None) -> dict:

@@ -65,6 +65,7 @@ class DataPlane:
         self.on_health_change = None  # control plane: a pool's health changed
         self.on_passive_failure = None  # health checker: an upstream refused connects
         self._outbox: list[tuple[asyncio.Transport, bytes]] = []  # see send()
+        self.table = table  # apply_config reads its disabled upstreams
         self.apply_config(config)
         self.set_table(table)
 
@@ -93,7 +94,7 @@ class DataPlane:
         self._drop_trusted = frozenset(base)
         self._drop = frozenset(base | FORWARDING)
         self.pools = {name: self._pool(pc) for name, pc in config.pools.items()}
-        self.refresh_health()
+        self._apply_disabled()  # new Upstream objects start enabled
 
     def _pool(self, pc) -> Pool:
         old = self.pools.get(pc.name)
@@ -122,6 +123,19 @@ class DataPlane:
         self._cookie_lines = {
             pool: self._cookie_line(pool, table.epoch(pool)) for pool in table.weights
         }
+        self._apply_disabled()
+
+    def _apply_disabled(self) -> None:
+        """Mirror the table's disabled upstreams on the Upstream objects (read per pick)."""
+        disabled = self.table.disabled
+        for name, pool in self.pools.items():
+            off = disabled.get(name, frozenset())
+            for up in pool.upstreams:
+                enabled = up.label not in off
+                if up.enabled and not enabled:
+                    up.close_idle()  # nothing new goes there; its idle connections go now
+                up.enabled = enabled
+        self.refresh_health()
 
     def _cookie_line(self, pool: str, epoch: int) -> bytes:
         value = self.signer.sticky(pool, epoch)
@@ -277,7 +291,8 @@ class DataPlane:
                 "requests": pool.requests,
                 "errors": pool.errors,
                 "upstreams": [
-                    {"address": u.label, "healthy": u.healthy, "inflight": u.inflight,
+                    {"address": u.label, "healthy": u.healthy, "enabled": u.enabled,
+                     "inflight": u.inflight,
                      # connections it closed under a request, and how many of
                      # those requests went again (retry.py)
                      "closes": u.closes, "resent": u.resent}
@@ -330,8 +345,8 @@ class DataPlane:
         for client in self.clients:
             held = client.holds()
             if held is not None:
-                pool, req = held
-                out.setdefault(pool, []).append(("http", req.started, req.method, req.target))
+                up, req = held
+                out.setdefault(up.pool, []).append(("http", req.started, req.method, req.target))
         for tunnel in self.tunnels:
             req = tunnel.req
             out.setdefault(tunnel.pool.name, []).append(
@@ -340,13 +355,18 @@ class DataPlane:
             items.sort(key=lambda item: item[1])
         return out
 
-    def cut_pool(self, pool: str) -> int:
-        """End every exchange and tunnel still open to `pool` (a drain's deadline)."""
+    def cut(self, pool: str, address: str | None = None) -> int:
+        """End every exchange and tunnel still open to `pool` (or to its upstream
+        `address`): a drain's deadline.  Returns how many."""
+        def held(up) -> bool:
+            return up.pool == pool and (address is None or up.label == address)
+
         cut = 0
-        for client in [c for c in self.clients if (c.holds() or ("",))[0] == pool]:
-            client.cut_exchange()
-            cut += 1
-        for tunnel in [t for t in self.tunnels if t.pool.name == pool]:
+        for client in [c for c in self.clients if c.holds() is not None]:
+            if held(client.holds()[0]):
+                client.cut_exchange()
+                cut += 1
+        for tunnel in [t for t in self.tunnels if held(t.upstream)]:
             tunnel.close(error="drain_cut")
             cut += 1
         return cut
@@ -354,13 +374,15 @@ class DataPlane:
 
 def table_from(weights: dict[str, int], generation: int = 0, previous: str | None = None,
                epochs: dict[str, int] | None = None,
-               grace_until: dict[str, float] | None = None) -> RoutingTable:
+               grace_until: dict[str, float] | None = None,
+               disabled: dict[str, frozenset[str]] | None = None) -> RoutingTable:
     return RoutingTable(
         generation=generation,
         weights=MappingProxyType(dict(weights)),
         previous=previous,
         epochs=MappingProxyType(dict(epochs or {})),
         grace_until=MappingProxyType(dict(grace_until or {})),
+        disabled=MappingProxyType({p: frozenset(a) for p, a in (disabled or {}).items() if a}),
     )
 
 

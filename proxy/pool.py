@@ -35,7 +35,8 @@ class Pool:
 
     @property
     def healthy(self) -> bool:
-        return any(u.healthy for u in self.upstreams)
+        """Whether the pool can take a request: an upstream healthy and enabled."""
+        return any(u.healthy and u.enabled for u in self.upstreams)
 
     @property
     def inflight(self) -> int:
@@ -47,13 +48,13 @@ class Pool:
         n = len(ups)
         if n == 1:  # one address per pool is common; no rotation to keep
             up = ups[0]
-            return up if up.healthy and up is not exclude else None
+            return up if up.healthy and up.enabled and up is not exclude else None
         start = self._next
         self._next = (start + 1) % n
         best = None
         for i in range(n):
             up = ups[(start + i) % n]
-            if not up.healthy or up is exclude:
+            if not up.healthy or not up.enabled or up is exclude:
                 continue
             if self.balance == "round_robin":
                 return up

@@ -42,6 +42,9 @@ class RoutingTable:
     # Monotonic deadline until which a pool whose weight fell to 0 still
     # honours its cookies.
     grace_until: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # Upstreams taken out of their pool's rotation (a rolling update): pool ->
+    # addresses.  Pools stay sticky; a disabled upstream gets no new request.
+    disabled: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     # The draw for each set of healthy pools seen with this table (a memo: the
     # table never changes, and health changes a few times a day).
     _draws: dict[frozenset[str], Draw] = field(default_factory=dict, init=False, repr=False,

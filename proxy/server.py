@@ -146,9 +146,14 @@ class Server:
             self.notifier.ready("reload failed; previous config in force")
             return {"error": f"invalid config, nothing changed:\n{exc}"}
         old = self.config
+        try:
+            self.controller.fit_to(new)  # saved before anything changes
+        except state_module.StateError as exc:
+            self.log.error("reload_failed", errors=[str(exc)])
+            self.notifier.ready("reload failed; previous config in force")
+            return {"error": f"{exc}; nothing changed"}
         self.config = new
         self.plane.apply_config(new)
-        self._fit_table(new)
         self.health.sync()
         self.events.emit("config_reloaded", source=new.source, pools=list(new.pools))
         if new.listen != old.listen or new.admin != old.admin:
@@ -163,17 +168,6 @@ class Server:
                 [config_module.Problem("pools", None,
                                        "the reload removes every pool that has weight")],
                 new.source)
-
-    def _fit_table(self, new) -> None:
-        """Drop removed pools from the routing table and add new ones at weight 0."""
-        table = self.plane.table
-        if set(table.weights) == set(new.pools):
-            return
-        weights = {p: table.weights.get(p, 0) for p in new.pools}
-        self.plane.set_table(table_from(weights, table.generation + 1, table.previous
-                                        if table.previous in new.pools else None,
-                                        {p: e for p, e in table.epochs.items() if p in new.pools}))
-        self.controller.persist()
 
     # -- stop ----------------------------------------------------------------------
 

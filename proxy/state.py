@@ -27,6 +27,7 @@ class SavedState:
     previous: str | None = None
     epochs: dict[str, int] = field(default_factory=dict)
     rollout: dict[str, Any] | None = None
+    disabled: dict[str, list[str]] = field(default_factory=dict)  # pool -> upstream addresses
 
     def to_json(self) -> dict:
         return {
@@ -36,6 +37,7 @@ class SavedState:
             "previous": self.previous,
             "epochs": dict(self.epochs),
             "rollout": self.rollout,
+            "disabled": {p: sorted(a) for p, a in self.disabled.items() if a},
         }
 
 
@@ -103,10 +105,14 @@ def _parse(raw: dict) -> SavedState:
     if any(w < 0 for w in weights.values()) or not any(weights.values()):
         raise ValueError("weights must be >= 0 with at least one > 0")
     previous = raw.get("previous")
+    disabled = raw.get("disabled") or {}
+    if not isinstance(disabled, dict) or not all(isinstance(a, list) for a in disabled.values()):
+        raise ValueError("disabled must map pools to lists of addresses")
     return SavedState(
         generation=int(raw["generation"]),
         weights=weights,
         previous=None if previous is None else str(previous),
         epochs={str(k): int(v) for k, v in (raw.get("epochs") or {}).items()},
         rollout=raw.get("rollout"),
+        disabled={str(p): [str(a) for a in addrs] for p, addrs in disabled.items()},
     )

@@ -82,7 +82,7 @@ class Upstream:
     __slots__ = (
         "address", "label", "pool", "loop", "connect_timeout", "idle_timeout",
         "idle", "inflight", "healthy", "passive_failures", "eject_after", "on_change",
-        "closes", "resent", "_closes_reported", "_last_report", "log_event",
+        "closes", "resent", "_closes_reported", "_last_report", "log_event", "enabled",
     )
 
     def __init__(self, address: Address, pool: str, loop, connect_timeout: float,
@@ -96,6 +96,7 @@ class Upstream:
         self.idle: list[UpstreamConnection] = []
         self.inflight = 0
         self.healthy = True
+        self.enabled = True  # in its pool's rotation (RoutingTable.disabled says otherwise)
         self.passive_failures = 0
         self.eject_after = eject_after
         self.on_change = None  # set by the data plane: called on passive ejection
@@ -108,7 +109,7 @@ class Upstream:
         self._last_report = -CLOSE_REPORT_INTERVAL
 
     def __repr__(self) -> str:
-        state = "up" if self.healthy else "down"
+        state = ("up" if self.healthy else "down") + ("" if self.enabled else ",disabled")
         return f"<Upstream {self.address} {state} inflight={self.inflight} idle={len(self.idle)}>"
 
     def dispatch(self, client: ClientConnection, payload: bytes, is_head: bool,

@@ -15,13 +15,14 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from .support import ProxyProcess, parse_responses, wait_for
+from .support import ROOT, ProxyProcess, parse_responses, wait_for
 from .swoolekit import MixedLoad, SwooleServer, check_applied, require_swoole
 
 pytestmark = pytest.mark.timeout(180)
@@ -344,3 +345,106 @@ def test_three_proxy_restarts_under_wrk_fail_no_request(servers, tmp_path):
     assert "Socket errors" not in out, out
     assert "Non-2xx" not in out, out
     assert requests > 1000
+
+
+# -- rolling updates inside a pool ----------------------------------------------------------
+
+class _Restarter:
+    """What `systemctl restart hyperf@blue-PORT` is to systemd/rolling.sh, for a test:
+    GET http://127.0.0.1:PORT/restart/UPSTREAM_PORT stops and starts that Swoole server."""
+
+    def __init__(self, servers: dict[int, SwooleServer]) -> None:
+        import http.server
+
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                port = int(self.path.rsplit("/", 1)[1])
+                server = servers[port]
+                server.stop()
+                server.start()
+                owner.restarted.append(port)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.restarted: list[int] = []
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def command(self) -> str:
+        return (f"{sys.executable} -c \"import urllib.request; urllib.request.urlopen("
+                f"'http://127.0.0.1:{self.port}/restart/{{port}}', timeout=60)\"")
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _switchyard_command(tmp_path, proxy: ProxyProcess) -> str:
+    """An executable that is `switchyard --socket ADMIN`, as rolling.sh calls it."""
+    path = tmp_path / "switchyard"
+    path.write_text(f"#!/bin/sh\ncd {ROOT} && exec {sys.executable} -m proxy.cli \"$@\" "
+                    f"--socket {proxy.admin}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_rolling_restart_of_a_three_instance_pool_fails_nothing(servers, proxy_for, tmp_path):
+    pool = [servers(f"blue{i}") for i in range(3)]
+    proxy = proxy_for(pool)
+    restarter = _Restarter({s.port: s for s in pool})
+    env = dict(os.environ, SWITCHYARD=_switchyard_command(tmp_path, proxy),
+               RESTART=restarter.command(), HEALTH_WAIT_SECONDS="30", DRAIN_TIMEOUT="10s")
+    try:
+        with MixedLoad(proxy.port, get_connections=8, post_connections=2, keyed_connections=1,
+                       duration=120) as load:
+            time.sleep(1)
+            done = subprocess.run(["bash", os.path.join(ROOT, "systemd", "rolling.sh"), "blue"],
+                                  env=env, capture_output=True, text=True, timeout=150)
+            time.sleep(1)
+            result = load.stop()
+    finally:
+        restarter.close()
+    print(done.stderr, result.summary())
+    assert done.returncode == 0, done.stderr
+    assert sorted(restarter.restarted) == sorted(s.port for s in pool)
+    check = check_applied(result, [line for s in pool for line in s.applied()])
+    assert result.failed() == [], result.summary()
+    assert check.applied_twice == {} and check.answered_not_applied == []
+    ups = proxy.status()["pools"]["blue"]["upstreams"]
+    assert [(u["enabled"], u["healthy"]) for u in ups] == [(True, True)] * 3
+    assert len(proxy.events("upstream_drained")) == 3 and len(proxy.events("upstream_enabled")) == 3
+
+
+def test_the_last_healthy_upstream_cannot_be_disabled_and_disabling_survives_a_restart(
+        servers, tmp_path):
+    one, two = servers("blue1"), servers("blue2")
+    d = tmp_path / "proxy"
+    d.mkdir()
+    proxy = ProxyProcess(d, {"blue": [one.address, two.address], "green": ["127.0.0.1:1"]},
+                         {"blue": 100, "green": 0}).start()
+    try:
+        assert proxy.cli("upstream", "disable", "blue", one.address).returncode == 0
+        refused = proxy.cli("upstream", "disable", "blue", two.address)
+        assert refused.returncode == 1 and "no enabled, healthy upstream" in refused.stderr
+        generation = proxy.status()["generation"]
+        stale = proxy.cli("upstream", "enable", "blue", one.address, "--if-match",
+                          str(generation - 1))
+        assert stale.returncode == 1 and "412" in stale.stderr
+        for _ in range(20):  # every request goes to the enabled one
+            out = _raw(proxy.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 200 ") and b"X-Pool: blue2" in out
+        proxy.stop()
+        proxy.lines.clear()
+        proxy.start()  # same state file
+        ups = {u["address"]: u["enabled"] for u in proxy.status()["pools"]["blue"]["upstreams"]}
+        assert ups == {one.address: False, two.address: True}
+        assert proxy.status()["generation"] == generation
+    finally:
+        proxy.stop()
