@@ -302,7 +302,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _forward(self, req: Request) -> None:
         plane = self.plane
-        choice = plane.choose(req, self.peer)
+        choice = plane.choose(req, self.peer, self.trusted)
         if choice is None:
             self._answer_error(NoHealthyPoolError("no healthy pool with weight"))
             return

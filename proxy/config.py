@@ -253,7 +253,9 @@ class AdminConfig:
 
 @dataclass(frozen=True)
 class TesterConfig:
-    header: str = "X-Switchyard-Pool"
+    # Off unless configured: behind nginx every request comes from 127.0.0.1, so a
+    # header honoured by default would let any visitor reach an unreleased pool.
+    header: str | None = None
     trusted: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
 
@@ -640,7 +642,8 @@ _FIELDS: dict[type, dict[str, Convert]] = {
         "max_body": _scalar(_size), "max_header": _scalar(_size),
         "max_connections": _scalar(_integer(1)), "body_memory": _scalar(parse_size),
     },
-    TesterConfig: {"header": _scalar(_token), "trusted": _list_of(_network, "network")},
+    TesterConfig: {"header": _scalar(_optional(_token)),
+                   "trusted": _list_of(_network, "network")},
     LogConfig: {
         "access": _scalar(_boolean), "format": _scalar(_choice("auto", "json", "console")),
         "level": _scalar(_choice("debug", "info", "warning", "error")),

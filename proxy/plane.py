@@ -83,14 +83,16 @@ class DataPlane:
         self.cookie_name = config.sticky.cookie.encode()
         self.tester_cookie = self.cookie_name + b"_tester"
         self.our_cookies = frozenset({self.cookie_name, self.tester_cookie})
-        self.tester_header = config.tester.header.lower().encode()
+        header = config.tester.header
+        self.tester_header = header.lower().encode() if header else None  # None: off
         self._tester_nets = [ipaddress.ip_network(n, strict=False) for n in config.tester.trusted]
         self._trusted_nets = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
         # Never copied: hop-by-hop and framing fields, Host (re-emitted from the
         # parsed request: an absolute-form target names its own), and fields we
         # set ourselves; from an untrusted peer also its forwarding claims.
-        base = HOP_BY_HOP | FRAMING | {b"host", b"expect", b"x-request-id",
-                                       b"x-forwarded-for", self.tester_header}
+        base = HOP_BY_HOP | FRAMING | {b"host", b"expect", b"x-request-id", b"x-forwarded-for"}
+        if self.tester_header is not None:
+            base |= {self.tester_header}
         self._drop_trusted = frozenset(base)
         self._drop = frozenset(base | FORWARDING)
         self.pools = {name: self._pool(pc) for name, pc in config.pools.items()}
@@ -156,9 +158,12 @@ class DataPlane:
 
     # -- per request ---------------------------------------------------------------
 
-    def choose(self, req, peer: str) -> Choice | None:
+    def choose(self, req, peer: str, via_proxy: bool = False) -> Choice | None:
         """The pool for `req` (router.choose_pool); a pool's grace period is
-        judged at the request's arrival, which spares a clock read."""
+        judged at the request's arrival, which spares a clock read.
+
+        `via_proxy`: `peer` is one of `trusted_proxies`, so the client is the one
+        its X-Forwarded-For names (see `client_address`)."""
         sticky = override = None
         cookie = req.cookie
         # Both of our cookies start with cookie_name: one search rules them out.
@@ -169,7 +174,8 @@ class DataPlane:
             tester = find_cookie(cookie, self.tester_cookie)
             if tester is not None:
                 override = self.signer.verify_tester(tester)
-        if req.override is not None and self._is_tester(peer):
+        if req.override is not None and \
+                self._is_tester(self.client_address(req.xff, peer) if via_proxy else peer):
             override = req.override.decode("latin-1")
         return choose_pool(self.table, self.healthy, sticky, override, self._random(),
                            req.started)
@@ -237,6 +243,16 @@ class DataPlane:
             for transport, data in outbox:
                 if not transport.is_closing():  # aborted or gone since
                     transport.write(data)
+
+    def client_address(self, xff: tuple[bytes, ...], peer: str) -> str:
+        """Who sent a request that came through our trusted proxies: the rightmost
+        X-Forwarded-For entry that is not one of them (the leftmost entries are
+        the client's own claims and prove nothing); `peer` when there is none."""
+        entries = [e.strip().decode("latin-1") for v in xff for e in v.split(b",")]
+        for entry in reversed(entries):
+            if not self.is_trusted_proxy(entry):
+                return entry
+        return entries[0] if entries else peer
 
     def is_trusted_proxy(self, peer: str) -> bool:
         return self._in(peer, self._trusted_nets)

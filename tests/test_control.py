@@ -324,21 +324,40 @@ def test_grace_keeps_cookies_after_weight_zero_and_rollback_ends_it(start_proxy)
 
 # -- testers' override ----------------------------------------------------------------------
 
-def test_tester_header_from_a_trusted_address_reaches_a_pool_of_weight_zero(proxy):
+TESTER_HEADER = "tester: {header: X-Switchyard-Pool}\n"
+
+
+def _pools_seen(proxy, headers: dict, n: int = 20) -> set[str]:
     conn = open_conn(proxy.port)
-    for _ in range(20):
-        resp, _ = get(conn, headers={"X-Switchyard-Pool": "green"})
-        assert resp.status == 200 and resp.getheader("X-Pool") == "green"
-    resp, _ = get(conn)
-    assert resp.getheader("X-Pool") == "blue"  # only the testers see green
+    return {get(conn, headers=headers)[0].getheader("X-Pool") for _ in range(n)}
+
+
+def test_tester_header_from_a_trusted_address_reaches_a_pool_of_weight_zero(start_proxy):
+    proxy = start_proxy(extra=TESTER_HEADER)
+    assert _pools_seen(proxy, {"X-Switchyard-Pool": "green"}) == {"green"}
+    assert _pools_seen(proxy, {}) == {"blue"}  # only the testers see green
+
+
+def test_tester_header_is_off_unless_configured(proxy):
+    assert _pools_seen(proxy, {"X-Switchyard-Pool": "green"}) == {"blue"}
 
 
 def test_tester_header_from_an_untrusted_address_is_ignored(start_proxy):
-    proxy = start_proxy(extra='tester: {trusted: ["10.0.0.0/8"]}\n')
-    conn = open_conn(proxy.port)
-    for _ in range(20):
-        resp, _ = get(conn, headers={"X-Switchyard-Pool": "green"})
-        assert resp.getheader("X-Pool") == "blue"
+    proxy = start_proxy(extra='tester: {header: X-Switchyard-Pool, trusted: ["10.0.0.0/8"]}\n')
+    assert _pools_seen(proxy, {"X-Switchyard-Pool": "green"}) == {"blue"}
+
+
+def test_tester_header_through_a_trusted_proxy_is_judged_by_the_real_client(start_proxy):
+    """nginx on the same host: every request comes from 127.0.0.1, a trusted proxy.
+    The tester's address is what nginx put in X-Forwarded-For."""
+    proxy = start_proxy(extra=TESTER_HEADER + "trusted_proxies: [127.0.0.1/32]\n")
+    visitor = {"X-Switchyard-Pool": "green", "X-Forwarded-For": "203.0.113.7"}
+    assert _pools_seen(proxy, visitor) == {"blue"}
+    # A visitor's own claim to be local, left of what nginx appended, proves nothing.
+    spoofed = {"X-Switchyard-Pool": "green", "X-Forwarded-For": "127.0.0.1, 203.0.113.7"}
+    assert _pools_seen(proxy, spoofed) == {"blue"}
+    tester = {"X-Switchyard-Pool": "green", "X-Forwarded-For": "127.0.0.1"}
+    assert _pools_seen(proxy, tester) == {"green"}
 
 
 def test_tester_cookie_from_the_cli_reaches_a_pool_of_weight_zero(proxy):
