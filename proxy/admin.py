@@ -25,6 +25,7 @@ from .commands import (
     CommandError,
     Cutover,
     Drain,
+    Pause,
     TesterCookie,
     UpstreamToggle,
     Weights,
@@ -61,6 +62,8 @@ class AdminServer:
             web.post("/rollback", self.post_rollback),
             web.post("/drain", self.post_drain),
             web.post("/upstream", self.post_upstream),
+            web.post("/pause", self.post_pause),
+            web.post("/resume", self.post_resume),
             web.post("/reload", self.post_reload),
             web.post("/tester-cookie", self.post_tester_cookie),
             web.get("/metrics", self.get_metrics),
@@ -159,6 +162,16 @@ class AdminServer:
         cmd = UpstreamToggle.from_json(await _json(request), self.controller.pools)
         self._precondition(request)
         return self._state_response(self.controller.set_upstream(cmd, self._caller(request)))
+
+    async def post_pause(self, request: web.Request) -> web.Response:
+        cmd = Pause.from_json(await _json(request, optional=True) or {}, self.controller.pools)
+        self._precondition(request)
+        return self._state_response(self.controller.pause(cmd, self._caller(request)))
+
+    async def post_resume(self, request: web.Request) -> web.Response:
+        await _json(request, optional=True)
+        self._precondition(request)
+        return self._state_response(self.controller.resume(self._caller(request)))
 
     async def post_reload(self, request: web.Request) -> web.Response:
         await _json(request, optional=True)

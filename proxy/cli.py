@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", help="as in the config, e.g. 127.0.0.1:9501 or unix:/path")
     p.add_argument("--force", action="store_true",
                    help="disable even the last enabled, healthy upstream of a pool with weight")
+    p = add("pause", "hold new requests (while a migration runs); nothing fails")
+    p.add_argument("--timeout", help="resume by itself after this long, e.g. 30s "
+                   "(default: timeouts.pause)")
+    add("resume", "let the held requests through, in order")
     add("reload", "re-read the config file; an invalid file changes nothing")
     p = add("top", "live per-pool req/s, errors, p50/p99")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -194,6 +198,16 @@ def drain_body(args) -> dict:
         except ValueError as exc:
             raise CommandError(f"--timeout: {exc}") from None
     return body
+
+
+def pause_body(args) -> dict:
+    """argv → the body of POST /pause (the timeout in seconds)."""
+    if not args.timeout:
+        return {}
+    try:
+        return {"timeout": config_module.parse_duration(args.timeout)}
+    except ValueError as exc:
+        raise CommandError(f"--timeout: {exc}") from None
 
 
 def upstream_body(args) -> dict:

@@ -56,7 +56,7 @@ class ClientConnection(asyncio.Protocol):
         "current", "upstream", "connecting", "out", "paused_writing", "read_paused",
         "deadline", "send_deadline", "head_size", "pool", "upstream_addr", "set_cookie",
         "keep_alive", "chunked_out", "status", "sent_bytes", "early", "in_next",
-        "idle_since",
+        "idle_since", "held",
     )
 
     def __init__(self, plane: DataPlane) -> None:
@@ -89,6 +89,7 @@ class ClientConnection(asyncio.Protocol):
         self.early: bytearray | None = None
         self.in_next = False
         self.idle_since = 0.0  # when it last became idle (see DataPlane.idle)
+        self.held = False  # its current request waits for a pause to end (pause.py)
 
     def __repr__(self) -> str:
         state = "busy" if self.current is not None else "idle"
@@ -292,6 +293,22 @@ class ClientConnection(asyncio.Protocol):
 
     def _start(self, req: Request) -> None:
         """Forward `req`; whatever goes wrong, the client gets an answer."""
+        pause = self.plane.pause
+        if pause is not None:
+            self.held = True
+            pause.hold(self)  # started by resume_held(), in arrival order
+            return
+        self._go(req)
+
+    def is_waiting(self) -> bool:
+        """Held by a pause, and still wanted (the client has not gone)."""
+        return self.held and self.transport is not None
+
+    def resume_held(self) -> None:
+        self.held = False
+        self._go(self.current)
+
+    def _go(self, req: Request) -> None:
         try:
             self._forward(req)
         except ProxyError as err:

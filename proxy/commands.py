@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .config import parse_duration
+
 
 class CommandError(Exception):
     """A refused command; `status` is the admin API's answer."""
@@ -195,6 +197,37 @@ class Drain:
         if self.force:
             out["force"] = True
         return out
+
+
+# The longest pause: clients (browsers, curl, load balancers) give up long before.
+MAX_PAUSE = 3600.0
+
+
+@dataclass(frozen=True)
+class Pause:
+    """`POST /pause`: hold new requests for up to `timeout` seconds (None: the config's)."""
+
+    timeout: float | None = None
+
+    @classmethod
+    def from_json(cls, body: Any, pools: list[str]) -> Pause:
+        body = _mapping(body)
+        _no_extra(body, {"timeout"})
+        value = body.get("timeout")
+        if value is None:
+            return cls()
+        if isinstance(value, str):
+            try:
+                value = parse_duration(value)
+            except ValueError as exc:
+                raise CommandError(f"timeout: {exc}") from None
+        timeout = _number(value, "timeout", 0.0, MAX_PAUSE)
+        if timeout <= 0:
+            raise CommandError("timeout: must be more than 0")
+        return cls(timeout)
+
+    def to_json(self) -> dict:
+        return {} if self.timeout is None else {"timeout": self.timeout}
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,7 @@ class TimeoutsConfig:
     upstream_idle: float = 30.0
     drain: float = 30.0
     cutover_wait: float = 30.0
+    pause: float = 30.0  # how long `switchyard pause` holds requests without --timeout
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,16 @@ async def _drain(client: AdminClient, args) -> int:
     return code
 
 
+async def _pause(client: AdminClient, args) -> int:
+    from .cli import pause_body
+
+    return await _mutate(client, args, "POST", "/pause", pause_body(args))
+
+
+async def _resume(client: AdminClient, args) -> int:
+    return await _mutate(client, args, "POST", "/resume", {})
+
+
 async def _upstream(client: AdminClient, args) -> int:
     from .cli import upstream_body
 
@@ -255,6 +265,10 @@ def render_status(data: dict) -> str:
              f"previous {data.get('previous') or '-'}"]
     if data.get("draining"):
         lines.append("proxy is shutting down (draining)")
+    pause = data.get("pause")
+    if pause:
+        lines.append(f"PAUSED for {pause['seconds']:.0f}s: {pause['waiting']} requests wait "
+                     f"(resume, or they go on by themselves in {pause['remaining']:.0f}s)")
     rows = [("POOL", "WEIGHT", "HEALTH", "IN-FLIGHT", "REQUESTS", "ERRORS", "ERROR RATE")]
     for name, pool in data["pools"].items():
         rate = pool["errors"] / pool["requests"] if pool["requests"] else 0.0
@@ -299,6 +313,8 @@ _HANDLERS = {
     "rollback": _rollback,
     "drain": _drain,
     "upstream": _upstream,
+    "pause": _pause,
+    "resume": _resume,
     "reload": _reload,
     "top": _top,
     "tester-cookie": _tester_cookie,

@@ -20,11 +20,13 @@ from .commands import (
     ConflictError,
     Cutover,
     Drain,
+    Pause,
     PreconditionError,
     UpstreamToggle,
     Weights,
 )
 from .events import EventLog
+from .pause import Pause as Held
 from .plane import DataPlane, table_from
 from .rollout import CANCELLED, COMPLETED, HELD, ROLLED_BACK, RUNNING, Rollout, judge
 from .router import RoutingTable
@@ -43,6 +45,7 @@ class Controller:
         self._rollout_task: asyncio.Task | None = None
         self._step_marks: tuple[Snapshot, Snapshot] | None = None
         self._drain_deadlines: dict[str, asyncio.TimerHandle] = {}
+        self._pause_timer: asyncio.TimerHandle | None = None
 
     @property
     def table(self) -> RoutingTable:
@@ -65,6 +68,7 @@ class Controller:
             "grace": {p: round(t - now, 1) for p, t in table.grace_until.items() if t > now},
             "rollout": None if self.rollout is None else self.rollout.to_json(time.time()),
             "draining": self.plane.draining,
+            "pause": None if self.plane.pause is None else self.plane.pause.to_json(),
         }
 
     def check_generation(self, expected: int | None) -> None:
@@ -213,6 +217,47 @@ class Controller:
         if cut:
             self.events.emit("drain_deadline", level="warning", pool=pool,
                              upstream=address or None, cut=cut)
+
+    # -- pause and resume (pause.py; not routing state: no generation, not saved) --------
+
+    def pause(self, cmd: Pause, caller: dict) -> dict:
+        """Hold new requests until `resume` or the timeout; a second pause keeps
+        what is held and sets a new timeout."""
+        timeout = self.plane.config.timeouts.pause if cmd.timeout is None else cmd.timeout
+        held = self.plane.pause
+        if held is None:
+            held = self.plane.pause = Held(timeout)
+        else:
+            held.until = time.monotonic() + timeout
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+        self._pause_timer = self.plane.loop.call_later(timeout, self._pause_expired)
+        self.events.emit("paused", timeout=timeout, waiting=held.waiting(), **caller)
+        return self.status()
+
+    def resume(self, caller: dict, reason: str = "by hand") -> dict:
+        """Let the held requests through, in the order they came; nothing if not paused."""
+        held = self.plane.pause
+        if held is None:
+            return self.status()
+        self.plane.pause = None
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+        released = held.release()
+        self.events.emit("resumed", reason=reason, released=released,
+                         paused_for=round(time.monotonic() - held.since, 1), **caller)
+        return self.status()
+
+    def stopping(self) -> None:
+        """The proxy stops: held requests go on now, so that the drain can finish them."""
+        self.resume(_internal("shutdown"), reason="the proxy is stopping")
+
+    def _pause_expired(self) -> None:
+        self._pause_timer = None
+        self.events.emit("pause_expired", level="warning",
+                         waiting=self.plane.pause.waiting() if self.plane.pause else 0)
+        self.resume(_internal("pause timeout"), reason="timeout")
 
     def set_upstream(self, cmd: UpstreamToggle, caller: dict, event: str | None = None,
                      **why) -> dict:

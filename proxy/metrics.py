@@ -42,6 +42,10 @@ def _requests(out: list[str], plane) -> None:
     out.append(f"switchyard_client_connections {len(plane.clients)}")
     _family(out, "switchyard_websockets", "gauge", "Open WebSocket tunnels.")
     out.append(f"switchyard_websockets {len(plane.tunnels)}")
+    _family(out, "switchyard_paused", "gauge", "1 while `switchyard pause` holds new requests.")
+    out.append(f"switchyard_paused {int(plane.pause is not None)}")
+    _family(out, "switchyard_held_requests", "gauge", "Requests waiting for the pause to end.")
+    out.append(f"switchyard_held_requests {plane.pause.waiting() if plane.pause else 0}")
 
 
 def _latency(out: list[str], plane) -> None:

@@ -40,7 +40,7 @@ class DataPlane:
         "tester_cookie", "our_cookies", "tester_header", "_tester_nets", "_trusted_nets", "_cookie_lines",
         "_drop", "_drop_trusted", "_ids", "_id_prefix", "_random", "on_health_change",
         "on_passive_failure", "_outbox",
-        "idle", "evicted",
+        "idle", "evicted", "pause",
     )
 
     def __init__(self, loop, config: Config, table: RoutingTable, signer: Signer,
@@ -55,6 +55,7 @@ class DataPlane:
         # admit a new client, as nginx reclaims keep-alive connections.
         self.idle: dict[ClientConnection, None] = {}
         self.evicted = 0
+        self.pause = None  # a pause.Pause while `switchyard pause` holds new requests
         self.tunnels: set = set()
         self.draining = False
         self.pools: dict[str, Pool] = {}

@@ -177,6 +177,8 @@ class Server:
         self.notifier.stopping()
         for listener in self.listeners:
             listener.close()
+        if self.controller is not None:
+            self.controller.stopping()
         if plane is not None:
             plane.draining = True
             await self._drain(plane)

@@ -855,6 +855,76 @@ def test_drain_timeout_must_be_a_duration(proxy):
     assert proxy.status()["weights"]["blue"] == 100  # nothing changed
 
 
+# -- pause and resume -----------------------------------------------------------------------
+
+def _send_later(port: int, answers: list, n: int) -> list[threading.Thread]:
+    def one() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        resp, body = get(conn, "/")
+        answers.append((resp.status, resp.getheader("X-Pool")))
+        conn.close()
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_pause_holds_new_requests_and_resume_sends_them_where_routing_says_then(start_proxy):
+    proxy = start_proxy()
+    served = status_now(proxy)["pools"]["blue"]["requests"]
+    assert proxy.cli("pause", "--timeout", "60s").returncode == 0
+    answers: list = []
+    threads = _send_later(proxy.port, answers, 5)
+    wait_for(lambda: status_now(proxy)["pause"]["waiting"] == 5, what="5 requests held")
+    time.sleep(0.3)
+    assert answers == [] and status_now(proxy)["pools"]["blue"]["requests"] == served
+    assert "5 requests wait" in proxy.cli("status").stdout
+    # The migration ran; the new release takes the held requests.
+    assert proxy.cli("cutover", "green").returncode == 0
+    assert proxy.cli("resume").returncode == 0
+    for t in threads:
+        t.join(10)
+    assert answers == [(200, "green")] * 5
+    assert status_now(proxy)["pause"] is None
+    assert proxy.event("resumed")["released"] == 5
+    assert status_now(proxy)["pools"]["blue"]["requests"] == served  # nothing failed or leaked
+
+
+def test_a_pause_ends_by_itself_at_its_timeout_and_nothing_fails(start_proxy):
+    proxy = start_proxy()
+    status, _, body = admin(proxy, "POST", "/pause", {"timeout": "1s"})
+    assert status == 200 and body["pause"]["remaining"] <= 1.0
+    answers: list = []
+    started = time.monotonic()
+    for t in _send_later(proxy.port, answers, 3):
+        t.join(15)
+    assert answers == [(200, "blue")] * 3
+    assert time.monotonic() - started >= 0.5
+    assert proxy.event("pause_expired")["waiting"] >= 1
+    assert status_now(proxy)["pause"] is None
+
+
+def test_stopping_the_proxy_while_paused_answers_the_held_requests(start_proxy):
+    proxy = start_proxy()
+    assert proxy.cli("pause").returncode == 0
+    answers: list = []
+    threads = _send_later(proxy.port, answers, 3)
+    wait_for(lambda: status_now(proxy)["pause"]["waiting"] == 3, what="3 requests held")
+    assert proxy.stop() == 0
+    for t in threads:
+        t.join(10)
+    assert answers == [(200, "blue")] * 3
+
+
+@pytest.mark.parametrize("body", [{"timeout": "soon"}, {"timeout": -1}, {"timeout": 0},
+                                  {"timeout": 86400}, {"timeout": True}, {"for": "30s"}, [1]])
+def test_pause_refuses_a_bad_timeout_and_stays_unpaused(proxy, body):
+    status, _, answer = admin(proxy, "POST", "/pause", body)
+    assert status == 400 and "error" in answer, answer
+    assert status_now(proxy)["pause"] is None
+
+
 # -- the command line -----------------------------------------------------------------------
 
 def switchyard(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
