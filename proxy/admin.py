@@ -203,9 +203,11 @@ class AdminServer:
             return _error(404, "events are not available")
         try:
             limit = int(request.query.get("limit", "0")) or None
+            after = int(request.query.get("after", "0"))
         except ValueError:
-            return _error(400, "limit: expected an integer")
-        return web.json_response({"events": self.events(limit)})
+            return _error(400, "limit, after: expected integers")
+        return web.json_response({"events": self.events.list(limit, after),
+                                  "process": self.events.process})
 
     # -- helpers -------------------------------------------------------------------
 

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", help="resume by itself after this long, e.g. 30s "
                    "(default: timeouts.pause)")
     add("resume", "let the held requests through, in order")
+    p = add("events", "routing events: cutovers, rollbacks (with the reason), health changes")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     add("reload", "re-read the config file; an invalid file changes nothing")
     p = add("top", "live per-pool req/s, errors, p50/p99")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)

@@ -110,6 +110,12 @@ async def _resume(client: AdminClient, args) -> int:
     return await _mutate(client, args, "POST", "/resume", {})
 
 
+async def _events(client: AdminClient, args) -> int:
+    from .follow import run_events
+
+    return await run_events(client, args)
+
+
 async def _upstream(client: AdminClient, args) -> int:
     from .cli import upstream_body
 
@@ -247,10 +253,14 @@ def _rollout_line(rollout: dict | None, status: dict) -> str:
     step = rollout.get("step_index", 0) + 1
     steps = rollout.get("steps", [])
     window = rollout.get("window") or {}
-    return (f"{state}: step {step}/{len(steps)} ({rollout.get('percent')}% to "
+    line = (f"{state}: step {step}/{len(steps)} ({rollout.get('percent')}% to "
             f"{rollout.get('to')}), {window.get('requests', 0)} requests, "
-            f"error rate {window.get('error_rate', 0):.2%}, next in "
-            f"{rollout.get('next_step_in', 0):.0f}s")
+            f"error rate {window.get('error_rate', 0):.2%}")
+    if state != "running":
+        return line + (f": {rollout['reason']}" if rollout.get("reason") else "")
+    line += f", next in {rollout.get('next_step_in', 0):.0f}s"
+    # Waiting for traffic looks like being stuck unless it says so.
+    return line + (f"; waiting: {rollout['reason']}" if rollout.get("reason") else "")
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -314,6 +324,7 @@ _HANDLERS = {
     "drain": _drain,
     "upstream": _upstream,
     "pause": _pause,
+    "events": _events,
     "resume": _resume,
     "reload": _reload,
     "top": _top,

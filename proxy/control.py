@@ -34,6 +34,8 @@ from .state import SavedState, save
 from .stats import Snapshot, Window
 
 TICK = 0.5  # how often a running rollout is judged
+# `_apply(rollout=KEEP)`: the change leaves the rollout as it is.  None clears it.
+KEEP = object()
 
 
 class Controller:
@@ -84,7 +86,7 @@ class Controller:
         self._set(cmd.weights, event, caller, rollout=rollout)
         return self.status()
 
-    def _set(self, weights: dict[str, int], event: str, caller: dict, rollout=None,
+    def _set(self, weights: dict[str, int], event: str, caller: dict, rollout=KEEP,
              **why) -> None:
         table = self.table
         now = self.plane.loop.time()
@@ -108,7 +110,7 @@ class Controller:
         return self.set_weights(Weights(weights), caller, event="cutover")
 
     def rollback(self, caller: dict, reason: str = "", back: str | None = None,
-                 rollout=None) -> dict:
+                 rollout: Rollout | None = None) -> dict:
         """All weight back to `previous` at once; cookies for the pools left stop working."""
         table = self.table
         back = back or table.previous
@@ -305,20 +307,21 @@ class Controller:
                 raise ConflictError(f"pool {pool} is not healthy after {wait:g}s; nothing changed")
             await asyncio.sleep(0.1)
 
-    def _apply(self, new: RoutingTable, event: str, caller: dict, rollout=None,
+    def _apply(self, new: RoutingTable, event: str, caller: dict, rollout=KEEP,
                **why) -> None:
         """Persist, then swap: the order that makes a failed save change nothing.
 
-        `rollout` is the rollout as it will be after this change (None: as it is);
-        it is saved with the table and takes effect with it.
+        `rollout` is the rollout as it will be after this change (KEEP: as it is;
+        None: none, so an ended rollout's line does not outlive the next change
+        by hand); it is saved with the table and takes effect with it.
         """
         old, old_rollout = self.table, self.rollout
-        rollout = old_rollout if rollout is None else rollout
+        rollout = old_rollout if rollout is KEEP else rollout
         save(self.state_file, saved_state(new, rollout))
         self.plane.set_table(new)
         self.rollout = rollout
-        if rollout is not old_rollout and old_rollout is not None and old_rollout.active \
-                and not rollout.active:
+        if rollout is not None and rollout is not old_rollout and old_rollout is not None \
+                and old_rollout.active and not rollout.active:
             self._announce_end(rollout)
         self.events.emit(event, old=dict(old.weights), new=dict(new.weights),
                          generation=new.generation, previous=new.previous, **why, **caller)

@@ -7,6 +7,8 @@ their reason, health transitions) is one event, so an operator can answer
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from collections import deque
 
@@ -14,14 +16,21 @@ MAX_EVENTS = 500
 
 
 class EventLog:
+    """Events numbered from 1 (`seq`) within one process, named by `process`, so a
+    follower (`switchyard events -f`) asks for what came after the last one it saw
+    and notices a restart (a new `process`, numbering from 1 again)."""
+
     def __init__(self, log, limit: int = MAX_EVENTS) -> None:
         self.log = log
         self.recent: deque[dict] = deque(maxlen=limit)
+        self.process = f"{os.getpid()}-{int(time.time())}"
+        self._seq = itertools.count(1)
 
     def emit(self, event: str, level: str = "info", **fields) -> None:
-        self.recent.append({"time": round(time.time(), 3), "event": event, **fields})
+        self.recent.append({"seq": next(self._seq), "time": round(time.time(), 3),
+                            "event": event, **fields})
         getattr(self.log, level)(event, **fields)
 
-    def list(self, limit: int | None = None) -> list[dict]:
-        items = list(self.recent)
+    def list(self, limit: int | None = None, after: int = 0) -> list[dict]:
+        items = [e for e in self.recent if e["seq"] > after]
         return items[-limit:] if limit else items

@@ -79,7 +79,7 @@ class Server:
         await self.health.check_all_once()
         self.admin = AdminServer(self.controller, cfg, self.log, self.reload,
                                  metrics=lambda: render_metrics(self.controller),
-                                 events=self.events.list)
+                                 events=self.events)
         await self.admin.start()
         await self._listen(loop)
         self._install_signals(loop)

@@ -3,7 +3,9 @@
 Each refresh reads `GET /status` and compares it with the previous one, so
 the figures are for the last interval, not since start.  On a terminal the
 view is redrawn in place; otherwise a plain snapshot is printed and flushed
-each time (for `watch`-less logging or piping into a file).
+each time (for `watch`-less logging or piping into a file).  When the proxy
+restarts, `top` says it cannot reach it and keeps trying: a restart is when
+an operator most wants to watch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import sys
 import time
 
+from .console import Unreachable
 from .stats import quantile
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -24,7 +27,18 @@ async def run_top(client, args) -> int:
     previous, previous_at = None, 0.0
     shown = 0
     while count == 0 or shown < count:
-        status, data, text = await client.call("GET", "/status")
+        try:
+            status, data, text = await client.call("GET", "/status", timeout=5)
+        except Unreachable as exc:
+            if shown == 0:
+                raise  # never reached: a wrong socket, say so (exit 3)
+            note = f"switchyard top  {time.strftime('%H:%M:%S')}  proxy unreachable, " \
+                   f"retrying ({exc})\n"
+            sys.stdout.write((CLEAR if tty else "") + note)
+            sys.stdout.flush()
+            previous = None
+            await asyncio.sleep(interval)
+            continue
         if status != 200:
             print(f"switchyard top: admin answered {status}: {text.strip()}", file=sys.stderr)
             return 1
@@ -74,8 +88,10 @@ def _rollout(r: dict) -> str:
     line = (f"rollout {r['state']}: step {r['step_index'] + 1}/{len(r['steps'])} "
             f"({r['percent']}% to {r['to']} from {r['from']})")
     if window:
+        p99 = window.get("p99_ms")
         line += (f", window {window.get('requests', 0)} requests, "
-                 f"{window.get('error_rate', 0):.2%} errors, p99 {window.get('p99_ms')}ms")
+                 f"{window.get('error_rate', 0):.2%} errors, p99 "
+                 f"{'-' if p99 is None else f'{p99}ms'}")
     if r.get("next_step_in") is not None:
         line += f", next step in {r['next_step_in']:.0f}s"
     if r.get("reason"):
@@ -83,7 +99,11 @@ def _rollout(r: dict) -> str:
     return line
 
 
+# Columns keep their width from one refresh to the next (wider only for long names).
+_WIDTHS = (8, 6, 9, 7, 7, 9, 9, 9)
+
+
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    widths = [max(_WIDTHS[i], *(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
                       enumerate(zip(row, widths))).rstrip() for row in rows]

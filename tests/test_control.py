@@ -925,6 +925,64 @@ def test_pause_refuses_a_bad_timeout_and_stays_unpaused(proxy, body):
     assert status_now(proxy)["pause"] is None
 
 
+# -- events -------------------------------------------------------------------------------
+
+def test_events_lists_routing_changes_and_follows_them_across_a_restart(start_proxy):
+    proxy = start_proxy()
+    assert proxy.cli("weights", "blue=90", "green=10").returncode == 0
+    listed = proxy.cli("events")
+    assert listed.returncode == 0 and "weights_changed" in listed.stdout
+    assert "blue=90,green=10" in listed.stdout
+    follow = subprocess.Popen([sys.executable, "-m", "proxy.cli", "events", "-f", "--json",
+                               "--socket", proxy.admin], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    seen: list[str] = []
+
+    def read_until(event: str) -> None:
+        deadline = time.monotonic() + 20
+        while event not in seen and time.monotonic() < deadline:
+            line = follow.stdout.readline()
+            if line:
+                seen.append(json.loads(line)["event"])
+
+    try:
+        read_until("weights_changed")
+        assert proxy.cli("cutover", "green").returncode == 0
+        read_until("cutover")
+        proxy.stop()  # the follower keeps trying
+        proxy.lines.clear()
+        proxy.start()
+        assert proxy.cli("rollback").returncode == 0
+        read_until("rolled_back")
+    finally:
+        follow.terminate()
+        _, err = follow.communicate(timeout=10)
+    assert seen.count("weights_changed") == 1 and "cutover" in seen and "rolled_back" in seen
+    assert "restarted" in err or "reconnected" in err, err
+
+
+def test_top_keeps_trying_while_the_proxy_restarts(start_proxy):
+    proxy = start_proxy()
+    top = subprocess.Popen([sys.executable, "-m", "proxy.cli", "top", "--socket", proxy.admin,
+                            "--interval", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, cwd=ROOT)
+    try:
+        time.sleep(1.5)
+        proxy.stop()
+        time.sleep(1.5)
+        proxy.lines.clear()
+        proxy.start()
+        time.sleep(1.5)
+        assert top.poll() is None, top.stderr.read()  # still running
+    finally:
+        top.terminate()
+        out, _ = top.communicate(timeout=10)
+    screens = out.split("switchyard top")
+    assert any("unreachable" in s for s in screens), out[-2000:]
+    assert "generation" in screens[-1] or "generation" in screens[-2]
+    assert "Nonems" not in out and "p99 None" not in out
+
+
 # -- the command line -----------------------------------------------------------------------
 
 def switchyard(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

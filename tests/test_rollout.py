@@ -161,6 +161,24 @@ def test_new_weights_cancel_a_running_rollout(setup):
     assert proxy.status()["weights"] == {"blue": 90, "green": 10}
 
 
+def test_a_rollout_waiting_for_traffic_says_so_and_a_plain_cutover_clears_it(setup):
+    proxy, blue, green = setup
+    started = proxy.cli("cutover", "green", "--steps", "50,100", "--interval", "200ms",
+                        "--min-requests", "50")
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: (rollout(proxy) or {}).get("reason"), what="the rollout's waiting reason")
+    assert rollout(proxy)["reason"] == "0/50 requests to judge this step"
+    assert "waiting: 0/50 requests to judge this step" in proxy.cli("status").stdout
+    assert proxy.cli("cutover", "green", "--force").returncode == 0  # plain: ends it
+    assert rollout(proxy)["state"] == "cancelled"
+    assert proxy.cli("weights", "blue=100", "green=0").returncode == 0
+    assert rollout(proxy) is None  # an ended rollout does not outlive the next change
+    proxy.stop()
+    proxy.lines.clear()
+    proxy.start()
+    assert rollout(proxy) is None and "rollout" not in proxy.cli("status").stdout
+
+
 def test_metrics_parse_as_prometheus_text(setup):
     proxy, blue, green = setup
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
