@@ -179,7 +179,8 @@ class AdminServer:
         result = await self.reload()
         if "error" in result:
             return web.json_response(result, status=400)
-        return self._state_response(self.controller.status())
+        return self._state_response({**self.controller.status(), "applied": result["applied"],
+                                     "restart_needed": result["restart_needed"]})
 
     async def post_tester_cookie(self, request: web.Request) -> web.Response:
         cmd = TesterCookie.from_json(await _json(request), self.controller.pools)

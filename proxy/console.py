@@ -123,7 +123,25 @@ async def _upstream(client: AdminClient, args) -> int:
 
 
 async def _reload(client: AdminClient, args) -> int:
-    return await _mutate(client, args, "POST", "/reload", {})
+    status, data, text = await client.call("POST", "/reload", {}, getattr(args, "if_match", None))
+    if status != 200:
+        return _refused(status, data, text, as_json=_json(args))
+    if _json(args):
+        print(json.dumps(data, indent=2))
+    else:
+        print(render_status(data))
+        print()
+        print(_reload_summary(data))
+    return EXIT_OK
+
+
+def _reload_summary(data: dict) -> str:
+    applied = ", ".join(data.get("applied") or []) or "nothing changed"
+    lines = [f"reloaded: {applied}"]
+    if data.get("restart_needed"):
+        lines.append("NOT applied until a restart (systemctl restart switchyard): "
+                     + ", ".join(data["restart_needed"]))
+    return "\n".join(lines)
 
 
 async def _tester_cookie(client: AdminClient, args) -> int:

@@ -10,6 +10,7 @@ connections are closed, persist, exit 0.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -29,6 +30,12 @@ from .metrics import render as render_metrics
 from .plane import DataPlane, table_from
 from .sticky import Signer, load_or_create_secret
 from .systemd import Notifier, listen_fds
+
+# Config keys a running process cannot take: sockets bound at start, files
+# opened at start, the log set up at start.  A reload that changes one keeps
+# the old value in force (and recorded as such) and names it in
+# `restart_needed`.
+RESTART_ONLY = ("listen", "admin", "state_file", "secret_file", "log")
 
 SWEEP_INTERVAL = 0.25
 # While stopping, an idle keep-alive connection is closed once it has been
@@ -146,6 +153,10 @@ class Server:
             self.notifier.ready("reload failed; previous config in force")
             return {"error": f"invalid config, nothing changed:\n{exc}"}
         old = self.config
+        restart_needed = [k for k in RESTART_ONLY if getattr(new, k) != getattr(old, k)]
+        applied = [f.name for f in dataclasses.fields(new) if f.name not in RESTART_ONLY
+                   and f.name != "source" and getattr(new, f.name) != getattr(old, f.name)]
+        new = dataclasses.replace(new, **{k: getattr(old, k) for k in restart_needed})
         try:
             self.controller.fit_to(new)  # saved before anything changes
         except state_module.StateError as exc:
@@ -155,11 +166,13 @@ class Server:
         self.config = new
         self.plane.apply_config(new)
         self.health.sync()
-        self.events.emit("config_reloaded", source=new.source, pools=list(new.pools))
-        if new.listen != old.listen or new.admin != old.admin:
-            self.log.warning("reload_needs_restart", reason="listen or admin settings changed")
+        self.events.emit("config_reloaded", source=new.source, pools=list(new.pools),
+                         applied=applied, restart_needed=restart_needed)
+        if restart_needed:
+            self.log.warning("reload_needs_restart", keys=restart_needed,
+                             detail="the old values stay in force until a restart")
         self.notifier.ready("reloaded")
-        return {"reloaded": True}
+        return {"reloaded": True, "applied": applied, "restart_needed": restart_needed}
 
     def _check_reloadable(self, new) -> None:
         weights = {p: w for p, w in self.plane.table.weights.items() if p in new.pools}

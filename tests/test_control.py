@@ -780,6 +780,21 @@ def test_a_reload_that_adds_an_upstream_fails_no_request_in_flight(start_proxy, 
         third.close()
 
 
+def test_a_reload_names_the_keys_that_need_a_restart_and_keeps_them_as_they_were(proxy):
+    edit_config(proxy, lambda text: text.replace('listen: ["127.0.0.1:0"]',
+                                                 'listen: ["127.0.0.1:1"]')
+                + "timeouts: {client_idle: 5s}\n")
+    result = proxy.cli("reload")
+    assert result.returncode == 0, result.stderr
+    assert "NOT applied until a restart" in result.stdout and "listen" in result.stdout
+    assert "reloaded: timeouts" in result.stdout
+    status, _, body = admin(proxy, "POST", "/reload")
+    assert status == 200
+    assert body["restart_needed"] == ["listen"] and body["applied"] == []  # recorded as not applied
+    assert get(open_conn(proxy.port))[0].status == 200  # still on the port it had
+    assert proxy.event("reload_needs_restart")["keys"] == ["listen"]
+
+
 # -- drain ----------------------------------------------------------------------------------
 
 def test_drain_wait_follows_in_flight_requests_down_and_they_finish_on_blue(start_proxy):
