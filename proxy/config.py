@@ -242,6 +242,13 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # A TCP address serving GET /metrics only (read-only, for Prometheus); None: the
+    # metrics are on the admin socket alone.
+    listen: Address | None = None
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     socket: str = "/run/switchyard/admin.sock"
     mode: int = 0o600
@@ -295,6 +302,7 @@ class Config:
     tester: TesterConfig
     log: LogConfig
     rollout: RolloutConfig
+    metrics: MetricsConfig
     source: str
 
 
@@ -609,6 +617,13 @@ def _network(value: Any) -> str:
     return str(ipaddress.ip_network(value, strict=False))
 
 
+def _tcp_address(value: Any) -> Address:
+    address = parse_address(value)
+    if address.kind != "tcp":
+        raise ValueError("expected host:port: metrics are for a scraper over TCP")
+    return address
+
+
 _duration = _nonzero(parse_duration)
 _size = _nonzero(parse_size)
 _POOL_FIELDS: dict[str, Convert] = {
@@ -619,7 +634,7 @@ _POOL_FIELDS: dict[str, Convert] = {
 _SECTIONS: dict[str, type] = {
     "admin": AdminConfig, "health": HealthConfig, "sticky": StickyConfig,
     "timeouts": TimeoutsConfig, "limits": LimitsConfig, "tester": TesterConfig,
-    "log": LogConfig, "rollout": RolloutConfig,
+    "log": LogConfig, "rollout": RolloutConfig, "metrics": MetricsConfig,
 }
 _FIELDS: dict[type, dict[str, Convert]] = {
     AdminConfig: {
@@ -649,6 +664,7 @@ _FIELDS: dict[type, dict[str, Convert]] = {
         "access": _scalar(_boolean), "format": _scalar(_choice("auto", "json", "console")),
         "level": _scalar(_choice("debug", "info", "warning", "error")),
     },
+    MetricsConfig: {"listen": _scalar(_optional(_tcp_address))},
     RolloutConfig: {
         "interval": _scalar(_duration), "max_error_rate": _scalar(parse_rate),
         "max_p99": _scalar(_optional(_duration)), "min_requests": _scalar(_integer(0)),

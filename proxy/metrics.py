@@ -6,6 +6,8 @@ here runs per request.
 
 from __future__ import annotations
 
+from aiohttp import web
+
 from .rollout import RUNNING
 from .stats import BOUNDS
 
@@ -103,3 +105,24 @@ def _per_upstream(out: list[str], plane, name: str, help_text: str, value) -> No
     for pool_name, pool in plane.pools.items():
         for up in pool.upstreams:
             out.append(f'{name}{{pool="{pool_name}",upstream="{up.label}"}} {value(up)}')
+
+
+async def serve(address, render) -> web.AppRunner | None:
+    """`metrics.listen`: GET /metrics over TCP for Prometheus, and nothing else.
+
+    Read-only by construction: the only route renders text; every change of
+    routing stays on the admin socket, where the peer's uid is checked.
+    """
+    if address is None:
+        return None
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=render(), content_type="text/plain",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    app = web.Application(client_max_size=1024)
+    app.add_routes([web.get("/metrics", metrics)])
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, address.host, address.port, reuse_address=True).start()
+    return runner

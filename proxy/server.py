@@ -27,6 +27,7 @@ from .events import EventLog
 from .health import HealthChecker
 from .http11 import verify_strict
 from .metrics import render as render_metrics
+from .metrics import serve as serve_metrics
 from .plane import DataPlane, table_from
 from .sticky import Signer, load_or_create_secret
 from .systemd import Notifier, listen_fds
@@ -35,7 +36,7 @@ from .systemd import Notifier, listen_fds
 # opened at start, the log set up at start.  A reload that changes one keeps
 # the old value in force (and recorded as such) and names it in
 # `restart_needed`.
-RESTART_ONLY = ("listen", "admin", "state_file", "secret_file", "log")
+RESTART_ONLY = ("listen", "admin", "state_file", "secret_file", "log", "metrics")
 
 SWEEP_INTERVAL = 0.25
 # While stopping, an idle keep-alive connection is closed once it has been
@@ -58,6 +59,7 @@ class Server:
         self.events: EventLog | None = None
         self.health: HealthChecker | None = None
         self.admin: AdminServer | None = None
+        self.metrics = None  # the read-only TCP metrics endpoint, when metrics.listen is set
         self._timers: list[asyncio.Task] = []
 
     # -- start ---------------------------------------------------------------------
@@ -88,6 +90,7 @@ class Server:
                                  metrics=lambda: render_metrics(self.controller),
                                  events=self.events)
         await self.admin.start()
+        self.metrics = await serve_metrics(cfg.metrics.listen, lambda: render_metrics(self.controller))
         await self._listen(loop)
         self._install_signals(loop)
         self._timers = [loop.create_task(self._every(SWEEP_INTERVAL, self.plane.sweep))]
@@ -203,6 +206,8 @@ class Server:
             await self.health.close()
         if self.admin is not None:
             await self.admin.close()
+        if self.metrics is not None:
+            await self.metrics.cleanup()
         if self.controller is not None:
             try:
                 self.controller.persist()

@@ -197,6 +197,54 @@ def test_metrics_parse_as_prometheus_text(setup):
     assert [s.value for s in families["switchyard_rollout_step"].samples] == [0]
 
 
+def test_metrics_on_a_tcp_port_are_read_only_and_parse(tmp_path):
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    blue = RecordingUpstream(answering("blue"))
+    proxy = ProxyProcess(tmp_path, {"blue": [blue.address], "green": [blue.address]},
+                         {"blue": 100, "green": 0},
+                         extra=f'metrics: {{listen: "127.0.0.1:{port}"}}\n').start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        families = {f.name for f in text_string_to_metric_families(text)}
+        assert {"switchyard_requests", "switchyard_upstream_closes",
+                "switchyard_pool_weight"} <= families
+        for method, path in [("POST", "/metrics"), ("GET", "/status"), ("PUT", "/weights")]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                             data=b"{}" if method != "GET" else None)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=5)
+            assert refused.value.code in (404, 405)
+            refused.value.close()
+        assert proxy.status()["weights"] == {"blue": 100, "green": 0}
+    finally:
+        proxy.stop()
+        blue.close()
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_the_proxy_exports(setup):
+    import os
+    import re
+
+    from .support import ROOT
+
+    proxy, _, _ = setup
+    exported = {f.name for f in text_string_to_metric_families(
+        admin_get(proxy, "/metrics", raw=True))}
+    with open(os.path.join(ROOT, "config", "grafana", "switchyard.json")) as f:
+        dashboard = json.load(f)
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    names = {re.sub(r"_(total|bucket)$", "", n) for e in exprs
+             for n in re.findall(r"switchyard_[a-z_]+", e)}
+    assert names and names <= exported, names - exported
+
+
 def admin_get(proxy, path: str, raw: bool = False):
     import socket
 
