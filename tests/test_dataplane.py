@@ -327,8 +327,8 @@ def test_unix_socket_upstream(tmp_path):
                 resp, body = get(conn)
                 assert resp.status == 200 and body.startswith(b"Hello from green")
             ups = p.status()["pools"]["blue"]["upstreams"]
-            assert ups == [{"address": f"unix:{path}", "healthy": True, "inflight": 0,
-                                "closes": 0, "resent": 0}]
+            assert ups == [{"address": f"unix:{path}", "healthy": True, "enabled": True,
+                                "inflight": 0, "closes": 0, "resent": 0}]
         finally:
             p.stop()
     finally:
