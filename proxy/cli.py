@@ -31,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configuration file")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print the admin API's JSON answer")
-    common.add_argument("--if-match", metavar="GENERATION", type=int, default=argparse.SUPPRESS,
-                        help="refuse (exit 1) if the state moved past this generation")
+    # Only commands that change something take --if-match.
+    mutating = argparse.ArgumentParser(add_help=False, parents=[common])
+    mutating.add_argument("--if-match", metavar="GENERATION", type=int,
+                          default=argparse.SUPPRESS,
+                          help="refuse (exit 1) if the state moved past this generation")
 
     parser = argparse.ArgumentParser(
         prog="switchyard", parents=[common],
@@ -40,16 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     add = lambda name, help: sub.add_parser(name, help=help, parents=[common])  # noqa: E731
+    change = lambda name, help: sub.add_parser(name, help=help, parents=[mutating])  # noqa: E731
 
     add("serve", "run the proxy (what the systemd unit runs)")
     add("check", "validate a configuration file")
     add("status", "pools, weights, health, in-flight, error rates")
-    p = add("weights", "set weights, e.g. blue=90 green=10")
+    p = change("weights", "set weights, e.g. blue=90 green=10")
     p.add_argument("weights", nargs="+", metavar="POOL=WEIGHT")
-    p = add("cutover", "health-gated switch of all new traffic to a pool")
+    p = change("cutover", "health-gated switch of all new traffic to a pool")
     _cutover_args(p)
-    add("rollback", "everything back to the previous pool, at once")
-    p = add("drain", "stop new traffic to a pool; --wait shows in-flight falling to 0")
+    change("rollback", "everything back to the previous pool, at once")
+    p = change("drain", "stop new traffic to a pool; --wait shows in-flight falling to 0")
     p.add_argument("pool")
     p.add_argument("--wait", action="store_true", help="follow in-flight requests down to 0")
     p.add_argument("--timeout", help="cut what is still open after this long, e.g. 30s "
@@ -58,19 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drain one upstream of the pool (a rolling update), not the pool")
     p.add_argument("--force", action="store_true",
                    help="with --upstream: even the last enabled, healthy one of the pool")
-    p = add("upstream", "take one upstream out of its pool's rotation, or put it back")
+    p = change("upstream", "take one upstream out of its pool's rotation, or put it back")
     p.add_argument("action", choices=["disable", "enable"])
     p.add_argument("pool")
     p.add_argument("address", help="as in the config, e.g. 127.0.0.1:9501 or unix:/path")
     p.add_argument("--force", action="store_true",
                    help="disable even the last enabled, healthy upstream of a pool with weight")
-    p = add("pause", "hold new requests (while a migration runs); nothing fails")
+    p = change("pause", "hold new requests (while a migration runs); nothing fails")
     p.add_argument("--timeout", help="resume by itself after this long, e.g. 30s "
                    "(default: timeouts.pause)")
-    add("resume", "let the held requests through, in order")
+    change("resume", "let the held requests through, in order")
     p = add("events", "routing events: cutovers, rollbacks (with the reason), health changes")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    add("reload", "re-read the config file; an invalid file changes nothing")
+    change("reload", "re-read the config file; an invalid file changes nothing")
     p = add("top", "live per-pool req/s, errors, p50/p99")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--count", type=int, default=0, help="stop after N refreshes (0: never)")
@@ -83,13 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cutover_args(p: argparse.ArgumentParser) -> None:
+    # The proxy fills in what is not given, from the config's rollout: section; the
+    # defaults shown are that section's own.
+    r, t = config_module.RolloutConfig(), config_module.TimeoutsConfig()
     p.add_argument("pool")
-    p.add_argument("--force", action="store_true", help="skip the health wait")
-    p.add_argument("--steps", help="progressive rollout, e.g. 5,25,50,100")
-    p.add_argument("--interval", help="hold each step this long, e.g. 30s")
-    p.add_argument("--max-error-rate", help="roll back above this error rate, e.g. 1%%")
-    p.add_argument("--max-p99", help="roll back above this p99 latency, e.g. 800ms")
-    p.add_argument("--min-requests", type=int, help="requests needed to judge a step")
+    p.add_argument("--force", action="store_true",
+                   help=f"skip the health wait (default: wait up to timeouts.cutover_wait, "
+                        f"{t.cutover_wait:g}s)")
+    p.add_argument("--steps", help="progressive rollout, e.g. 5,25,50,100 (default: all at once)")
+    p.add_argument("--interval", help=f"hold each step this long, e.g. 30s "
+                                      f"(default: rollout.interval, {r.interval:g}s)")
+    rate = f"{r.max_error_rate:.0%}".replace("%", "%%")  # argparse formats help with %
+    p.add_argument("--max-error-rate", help=f"roll back above this error rate, e.g. 1%% "
+                                            f"(default: rollout.max_error_rate, {rate})")
+    p.add_argument("--max-p99", help="roll back above this p99 latency, e.g. 800ms "
+                                     "(default: rollout.max_p99, none)")
+    p.add_argument("--min-requests", type=int,
+                   help=f"requests needed to judge a step (default: rollout.min_requests, "
+                        f"{r.min_requests})")
     p.add_argument("--wait", action="store_true", help="follow a progressive rollout to its end")
 
 
@@ -109,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`switchyard events -f | head`): what it wanted it got.
+        # Point stdout at /dev/null so the flush at exit does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _run(args) -> int:

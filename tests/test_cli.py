@@ -96,3 +96,18 @@ def test_demo_serves_prints_the_status_line_and_stops_on_ctrl_c(tmp_path):
     # Everything it wrote is under ./run/.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     wait_for(lambda: not os.path.exists(sock), what="admin socket removed")
+
+
+def test_if_match_is_offered_only_by_commands_that_change_something():
+    def help_of(command: str) -> str:
+        return subprocess.run([sys.executable, "-m", "proxy.cli", command, "--help"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+
+    for command in ("weights", "cutover", "rollback", "drain", "reload", "upstream", "pause",
+                    "resume"):
+        assert "--if-match" in help_of(command), command
+    for command in ("status", "top", "events", "check", "serve", "demo"):
+        assert "--if-match" not in help_of(command), command
+    cutover = " ".join(help_of("cutover").split())
+    assert "(default: rollout.interval, 30s)" in cutover
+    assert "(default: rollout.max_error_rate, 1%)" in cutover

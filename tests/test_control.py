@@ -976,6 +976,16 @@ def test_events_lists_routing_changes_and_follows_them_across_a_restart(start_pr
     assert "restarted" in err or "reconnected" in err, err
 
 
+def test_events_piped_into_head_end_quietly(proxy):
+    for i in range(30):
+        assert admin(proxy, "PUT", "/weights", {"blue": 100 - i, "green": i})[0] == 200
+    out = subprocess.run(f"{sys.executable} -m proxy.cli events -f --socket {proxy.admin} "
+                         "| head -1", shell=True, capture_output=True, text=True, cwd=ROOT,
+                         timeout=30)
+    assert len(out.stdout.splitlines()) == 1
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+
+
 def test_top_keeps_trying_while_the_proxy_restarts(start_proxy):
     proxy = start_proxy()
     top = subprocess.Popen([sys.executable, "-m", "proxy.cli", "top", "--socket", proxy.admin,
