@@ -126,6 +126,34 @@ def _console_lines(renderer):
     return render
 
 
+class AccessFile:
+    """The access log's file when `log.access_file` is set: appended to, and
+    reopened by `reopen()` (SIGUSR1) after logrotate moved it away."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file = self._open()
+
+    def _open(self) -> TextIO:
+        return open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open on purpose
+
+    def write(self, text: str) -> int:
+        return self.file.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def reopen(self) -> None:
+        old, self.file = self.file, self._open()
+        old.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class AccessLog:
     """One canonical line per request, rendered through structlog in batches.
 

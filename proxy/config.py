@@ -272,6 +272,8 @@ class LogConfig:
     access: bool = True
     format: str = "auto"  # auto | json | console
     level: str = "info"  # debug | info | warning | error
+    # Access lines to this file (JSON) instead of stdout; reopened on SIGUSR1.
+    access_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -663,6 +665,7 @@ _FIELDS: dict[type, dict[str, Convert]] = {
     LogConfig: {
         "access": _scalar(_boolean), "format": _scalar(_choice("auto", "json", "console")),
         "level": _scalar(_choice("debug", "info", "warning", "error")),
+        "access_file": _scalar(_optional(_text)),
     },
     MetricsConfig: {"listen": _scalar(_optional(_tcp_address))},
     RolloutConfig: {

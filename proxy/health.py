@@ -114,10 +114,11 @@ class HealthChecker:
         self.plane.refresh_health()
         fields = dict(pool=up.pool, upstream=str(up.address), healthy=state.healthy,
                       cause=cause, detail=detail)
+        level = "info" if state.healthy else "warning"  # coming back is good news
         if self.events is not None:
-            self.events.emit("upstream_health_changed", level="warning", **fields)
+            self.events.emit("upstream_health_changed", level=level, **fields)
         else:
-            self.log.warning("upstream_health_changed", **fields)
+            getattr(self.log, level)("upstream_health_changed", **fields)
         if self.plane.on_health_change is not None:
             self.plane.on_health_change(up, cause)
 

@@ -19,7 +19,7 @@ import structlog
 
 from . import config as config_module
 from . import state as state_module
-from .accesslog import AccessLog
+from .accesslog import AccessFile, AccessLog
 from .admin import AdminServer
 from .client import ClientConnection
 from .control import Controller
@@ -53,6 +53,9 @@ class Server:
         self.notifier = Notifier.from_environment()
         self.stopping = asyncio.Event()
         self.listeners: list[asyncio.AbstractServer] = []
+        if config.log.access and config.log.access_file and access_stream is None:
+            access_stream = AccessFile(config.log.access_file)
+        self.access_file = access_stream if isinstance(access_stream, AccessFile) else None
         self.access = AccessLog(config.log.format, access_stream) if config.log.access else None
         self.plane: DataPlane | None = None
         self.controller: Controller | None = None
@@ -136,6 +139,19 @@ class Server:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_access_log)
+
+    def _reopen_access_log(self) -> None:
+        """SIGUSR1 (logrotate's postrotate): write to a new file at the same path."""
+        if self.access_file is None:
+            return
+        self.access.flush()
+        try:
+            self.access_file.reopen()
+        except OSError as exc:
+            self.log.error("access_log_reopen_failed", path=self.access_file.path, detail=str(exc))
+            return
+        self.log.info("access_log_reopened", path=self.access_file.path)
 
     @staticmethod
     async def _every(interval: float, action) -> None:
@@ -215,6 +231,8 @@ class Server:
                 self.log.error("state_save_failed", detail=str(exc))
         if self.access is not None:
             self.access.flush()
+        if self.access_file is not None:
+            self.access_file.close()
         self.log.info("server_stopped")
         self.notifier.close()
 

@@ -14,6 +14,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -938,6 +939,31 @@ def test_pause_refuses_a_bad_timeout_and_stays_unpaused(proxy, body):
     status, _, answer = admin(proxy, "POST", "/pause", body)
     assert status == 400 and "error" in answer, answer
     assert status_now(proxy)["pause"] is None
+
+
+# -- the access log in a file ------------------------------------------------------------
+
+def test_the_access_log_goes_to_its_file_and_is_reopened_on_sigusr1(start_proxy, tmp_path):
+    path = tmp_path / "access.log"
+    proxy = start_proxy(edit=lambda text: text.replace(
+        "log: {access: true, format: json}", f"log: {{access: true, format: json, "
+                                             f"access_file: {path}}}"))
+    conn = open_conn(proxy.port)
+    for i in range(5):
+        get(conn, f"/before-{i}")
+    wait_for(lambda: path.exists() and path.read_text().count("\n") >= 5, what="5 lines")
+    assert proxy.events("request") == []  # not on stdout any more
+    rotated = tmp_path / "access.log.1"
+    path.rename(rotated)  # what logrotate does, then its postrotate:
+    proxy.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: proxy.event("access_log_reopened"), what="the reopen")
+    for i in range(3):
+        get(conn, f"/after-{i}")
+    wait_for(lambda: path.exists() and path.read_text().count("\n") >= 3, what="3 new lines")
+    old = [json.loads(x)["path"] for x in rotated.read_text().splitlines()]
+    new = [json.loads(x)["path"] for x in path.read_text().splitlines()]
+    assert old == [f"/before-{i}" for i in range(5)]
+    assert new == [f"/after-{i}" for i in range(3)]
 
 
 # -- events -------------------------------------------------------------------------------
