@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", default="1h", help="validity (default 1h)")
     p = add("demo", "two demo pools and the proxy on 127.0.0.1:8080")
     p.add_argument("--port", type=int, default=8080, help="first port to try (default 8080)")
+    p.add_argument("--load", type=float, default=20.0, metavar="RATE",
+                   help="requests per second sent through the proxy (default 20; 0: none)")
+    p.add_argument("--bad-green", default="0%", metavar="RATE",
+                   help="green answers 500 to this share of requests, e.g. 20%% (default 0%%)")
+    p.add_argument("--fresh", action="store_true",
+                   help="forget the last run's state (weights, generation) under ./run/")
     return parser
 
 
@@ -139,7 +145,13 @@ def _run(args) -> int:
     if command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.port)
+        try:
+            bad = config_module.parse_rate(args.bad_green)
+        except ValueError as exc:
+            raise CommandError(f"--bad-green: {exc}") from None
+        if args.load < 0 or args.load > 10000:
+            raise CommandError("--load: expected 0..10000 requests per second")
+        return run_demo(args.port, args.load, bad, args.fresh)
     from .console import run
 
     return run(args, socket_path(args))

@@ -2,7 +2,11 @@
 
 The pools are small aiohttp apps that behave like a Hyperf (Swoole) server
 as seen from the proxy: a `Server: Hyperf` header, a header naming the pool,
-`/health`, a session cookie, and a server-sent-events endpoint.  Everything
+`/health`, a session cookie, and a server-sent-events endpoint.  A pool can
+be told to fail a share of its requests (`--bad-green 20%`, or
+`POST /_demo/bad?rate=20%` on the pool's own port), and a small load
+generator sends cookie-less requests through the proxy, so a progressive
+cutover's automatic rollback can be watched in `switchyard top`.  Everything
 the demo writes goes under ./run/.
 
 `python -m proxy.demo --pool blue --port 9501` runs one pool alone (tests use
@@ -14,10 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import secrets
 import socket
 import sys
 
+import aiohttp
 from aiohttp import web
 
 RUN_DIR = "run"
@@ -25,8 +31,12 @@ RUN_DIR = "run"
 
 # -- the demo pools ------------------------------------------------------------------
 
-def make_pool_app(name: str, release: str = "1.0") -> web.Application:
+def make_pool_app(name: str, release: str = "1.0", bad: float = 0.0) -> web.Application:
+    failing = {"rate": bad}  # the share of requests answered 500 (a broken release)
+
     async def hello(request: web.Request) -> web.Response:
+        if random.random() < failing["rate"]:
+            return web.Response(status=500, text=f"{name} (release {release}) is broken\n")
         resp = web.Response(text=f"Hello from {name} (release {release})\n")
         if "HYPERF_SESSION_ID" not in request.cookies:
             resp.set_cookie("HYPERF_SESSION_ID", secrets.token_hex(16), httponly=True)
@@ -61,16 +71,25 @@ def make_pool_app(name: str, release: str = "1.0") -> web.Application:
         resp.headers["X-Pool"] = name
         return resp
 
+    async def set_bad(request: web.Request) -> web.Response:
+        from .config import parse_rate
+
+        try:
+            failing["rate"] = parse_rate(request.query.get("rate", "0"))
+        except ValueError as exc:
+            return web.Response(status=400, text=f"rate: {exc}\n")
+        return web.Response(text=f"{name} now fails {failing['rate']:.0%} of requests\n")
+
     app = web.Application(middlewares=[hyperf_headers])
     app.add_routes([web.get("/health", health), web.get("/events", events),
                     web.post("/echo", echo), web.get("/slow", slow),
-                    web.get("/{tail:.*}", hello)])
+                    web.post("/_demo/bad", set_bad), web.get("/{tail:.*}", hello)])
     return app
 
 
 async def start_pool(name: str, host: str = "127.0.0.1", port: int = 0,
-                     release: str = "1.0") -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(make_pool_app(name, release), access_log=None)
+                     release: str = "1.0", bad: float = 0.0) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(make_pool_app(name, release, bad), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -107,21 +126,28 @@ log: {{access: true, format: json}}
 """
 
 
-def run_demo(first_port: int = 8080) -> int:
+def run_demo(first_port: int = 8080, load: float = 20.0, bad_green: float = 0.0,
+             fresh: bool = False) -> int:
     import uvloop
 
-    return uvloop.run(_demo(first_port))
+    return uvloop.run(_demo(first_port, load, bad_green, fresh))
 
 
-async def _demo(first_port: int) -> int:
+async def _demo(first_port: int, load: float, bad_green: float, fresh: bool) -> int:
     from . import config as config_module
     from .accesslog import configure
     from .server import Server
 
     run_dir = os.path.abspath(RUN_DIR)
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    if fresh:  # forget the last run's weights, generation and rollout
+        for name in ("state.json", "access.log"):
+            try:
+                os.unlink(os.path.join(run_dir, name))
+            except FileNotFoundError:
+                pass
     blue, blue_port = await start_pool("blue", release="1.0")
-    green, green_port = await start_pool("green", release="2.0")
+    green, green_port = await start_pool("green", release="2.0", bad=bad_green)
     port = free_port("127.0.0.1", first_port)
     path = os.path.join(run_dir, "switchyard.yaml")
     with open(path, "w") as f:
@@ -130,11 +156,18 @@ async def _demo(first_port: int) -> int:
     configure("console", "info", stream=sys.stderr)
     access = open(os.path.join(run_dir, "access.log"), "a", buffering=1 << 16)
     server = Server(cfg, access_stream=access)
+    traffic = None
     try:
         await server.start()
-        _banner(port, blue_port, green_port, cfg.admin.socket, run_dir)
+        _banner(port, blue_port, green_port, cfg.admin.socket, run_dir,
+                dict(server.plane.table.weights), load, bad_green)
+        if load > 0:
+            traffic = asyncio.get_running_loop().create_task(_load(port, load))
         await server.stopping.wait()
     finally:
+        if traffic is not None:
+            traffic.cancel()
+            await asyncio.gather(traffic, return_exceptions=True)
         await server.shutdown()
         await blue.cleanup()
         await green.cleanup()
@@ -142,24 +175,54 @@ async def _demo(first_port: int) -> int:
     return 0
 
 
-def _banner(port: int, blue: int, green: int, admin: str, run_dir: str) -> None:
+async def _load(port: int, rate: float) -> None:
+    """Cookie-less GETs through the proxy, `rate` a second: new visitors, so each
+    one is routed by the weights (and `top` has something to show)."""
+    url = f"http://127.0.0.1:{port}/"
+    interval = 1.0 / rate
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        while True:
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                    await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass  # the proxy counts it; the demo goes on
+            await asyncio.sleep(interval)
+
+
+def _share(weights: dict[str, int], pool: str) -> str:
+    total = sum(weights.values())
+    if not total or not weights.get(pool):
+        return "no traffic"
+    return "all traffic" if weights[pool] == total else f"{weights[pool] * 100 // total}% of traffic"
+
+
+def _banner(port: int, blue: int, green: int, admin: str, run_dir: str,
+            weights: dict[str, int], load: float, bad_green: float) -> None:
     env = f"SWITCHYARD_SOCKET={admin}"
+    broken = f", fails {bad_green:.0%} of requests" if bad_green else ""
+    traffic = (f"a load of {load:g} requests/s runs through the proxy (--load 0: none)"
+               if load > 0 else "no load runs (--load 20 starts one)")
     print(f"""
 switchyard demo is running (Ctrl-C stops everything)
 
   proxy  http://127.0.0.1:{port}/
-  blue   http://127.0.0.1:{blue}/   release 1.0, all traffic
-  green  http://127.0.0.1:{green}/   release 2.0, no traffic yet
+  blue   http://127.0.0.1:{blue}/   release 1.0, {_share(weights, "blue")}
+  green  http://127.0.0.1:{green}/   release 2.0, {_share(weights, "green")}{broken}
+  {traffic}
 
 Try next:
   curl -i http://127.0.0.1:{port}/
   {env} switchyard status
+  {env} switchyard top                      # in a second terminal
   {env} switchyard weights blue=50 green=50
-  {env} switchyard cutover green
+  {env} switchyard cutover green --steps 10,50,100 --interval 10s --max-error-rate 5% --wait
+  curl -X POST 'http://127.0.0.1:{green}/_demo/bad?rate=20%'   # break green: watch it roll back
   {env} switchyard rollback
+  {env} switchyard events -f
   curl -N http://127.0.0.1:{port}/events      # server-sent events through the proxy
 
-Config, state, and access log: {run_dir}/
+Config, state, and access log: {run_dir}/   (--fresh forgets the last run's state)
 """, flush=True)
 
 

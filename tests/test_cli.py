@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -96,6 +97,51 @@ def test_demo_serves_prints_the_status_line_and_stops_on_ctrl_c(tmp_path):
     # Everything it wrote is under ./run/.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     wait_for(lambda: not os.path.exists(sock), what="admin socket removed")
+
+
+def _start_demo(tmp_path, *args: str) -> tuple[subprocess.Popen, str, str]:
+    """A demo in `tmp_path`: (process, its banner, its admin socket)."""
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "demo", "--port", "18490",
+                             *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("--fresh" in line for line in lines):
+        lines.append(proc.stdout.readline())
+    banner = "".join(lines)
+    sock = re.search(r"SWITCHYARD_SOCKET=(\S+) switchyard status", banner).group(1)
+    return proc, banner, sock
+
+
+def _stop_demo(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=40)
+
+
+def test_demo_shows_an_automatic_rollback_and_its_banner_matches_the_state(tmp_path):
+    proc, banner, sock = _start_demo(tmp_path, "--bad-green", "50%", "--load", "100", "--fresh")
+    env = {"SWITCHYARD_SOCKET": sock}
+    try:
+        assert re.search(r"blue .* release 1\.0, all traffic", banner), banner
+        assert re.search(r"green .* release 2\.0, no traffic, fails 50% of requests", banner)
+        rollout = switchyard("cutover", "green", "--steps", "50,100", "--interval", "3s",
+                             "--max-error-rate", "5%", "--min-requests", "10", "--wait", env=env)
+        assert rollout.returncode == 1, rollout.stdout + rollout.stderr  # it rolled back
+        assert "rolled back" in rollout.stdout
+        status = json.loads(switchyard("status", "--json", env=env).stdout)
+        assert status["weights"] == {"blue": 100, "green": 0}
+        assert status["pools"]["green"]["errors"] > 0  # the load found green broken
+        assert switchyard("weights", "blue=0", "green=100", env=env).returncode == 0
+    finally:
+        _stop_demo(proc)
+    # The next run restores that state, and says so.
+    proc, banner, _ = _start_demo(tmp_path, "--load", "0")
+    _stop_demo(proc)
+    assert re.search(r"blue .* release 1\.0, no traffic", banner), banner
+    assert re.search(r"green .* release 2\.0, all traffic", banner), banner
+    proc, banner, _ = _start_demo(tmp_path, "--load", "0", "--fresh")
+    _stop_demo(proc)
+    assert re.search(r"blue .* release 1\.0, all traffic", banner), banner
 
 
 def test_if_match_is_offered_only_by_commands_that_change_something():
