@@ -25,7 +25,6 @@ from .errors import (
     ProxyError,
     TargetTooLongError,
     UpstreamProtocolError,
-    UpstreamResetError,
     VersionNotSupportedError,
     error_response,
 )
@@ -186,6 +185,8 @@ class ClientConnection(asyncio.Protocol):
             # The response has nowhere to go; the upstream connection is
             # mid-message and cannot be reused.
             self.upstream.abandon()
+        if self.current is not None and self.current.error is None:
+            # Left while its request was connecting, held by a pause or answered.
             self._log(499, error="client_gone")
             if self.pool is not None:
                 self.pool.count(None)
@@ -365,6 +366,10 @@ class ClientConnection(asyncio.Protocol):
     def send_upstream(self, transport, payload: bytes) -> None:
         self.plane.send(transport, payload)
 
+    def unsend(self, transport) -> bool:
+        """Take back what is still queued for `transport`; True if there was some."""
+        return self.plane.unsend(transport)
+
     # -- response side, called by the upstream connection --------------------------
 
     def on_upstream_head(self, conn, status: int, head: list[bytes], sized: bool) -> None:
@@ -446,7 +451,8 @@ class ClientConnection(asyncio.Protocol):
             self._cut(err, up)
             return False
         if delivery is not ANSWERED and may_resend(delivery, req.keyed, req.tries):
-            retry = self.pool.pick(exclude=up) or (up if up.healthy else None)
+            pool = self.pool = self.plane.pools.get(self.pool.name, self.pool)  # a reload may have run
+            retry = pool.pick(exclude=up) or (up if up.healthy and up.enabled else None)
             if retry is not None:
                 self.plane.log_event("upstream_retry", upstream=up.label, to=retry.label,
                                      detail=err.detail, delivery=delivery.value)

@@ -200,11 +200,14 @@ class Controller:
     def _cut_later(self, what: str, timeout: float) -> None:
         """At the drain's deadline, cut what is still open to `what` ("pool" or
         "pool address"); a second drain of the same thing replaces the first."""
-        old = self._drain_deadlines.pop(what, None)
-        if old is not None:
-            old.cancel()
+        self._cancel_cut(what)
         self._drain_deadlines[what] = self.plane.loop.call_later(
             timeout, self._drain_deadline, what)
+
+    def _cancel_cut(self, what: str) -> None:
+        handle = self._drain_deadlines.pop(what, None)
+        if handle is not None:
+            handle.cancel()
 
     def _drain_deadline(self, what: str) -> None:
         self._drain_deadlines.pop(what, None)
@@ -214,6 +217,8 @@ class Controller:
                 return  # enabled again: nothing to cut
         elif self.table.weights.get(pool, 0) != 0:
             return  # it has traffic again: nothing to cut
+        if pool not in self.plane.pools:
+            return  # a reload removed it since
         cut = self.plane.cut(pool, address or None)
         self.plane.pools[pool].drain_cut += cut
         if cut:
@@ -225,6 +230,8 @@ class Controller:
     def pause(self, cmd: Pause, caller: dict) -> dict:
         """Hold new requests until `resume` or the timeout; a second pause keeps
         what is held and sets a new timeout."""
+        if self.plane.draining:
+            raise ConflictError("the proxy is stopping: nothing to pause")
         timeout = self.plane.config.timeouts.pause if cmd.timeout is None else cmd.timeout
         held = self.plane.pause
         if held is None:
@@ -285,6 +292,8 @@ class Controller:
                          previous=table.previous, epochs=dict(table.epochs),
                          grace_until=dict(table.grace_until), disabled=disabled)
         event = event or ("upstream_enabled" if cmd.enabled else "upstream_disabled")
+        if cmd.enabled:
+            self._cancel_cut(f"{cmd.pool} {cmd.address}")  # back in rotation: no cut due
         self._apply(new, event, caller, pool=cmd.pool, upstream=cmd.address,
                     enabled=cmd.enabled, **why)
         return self.status()
@@ -317,6 +326,9 @@ class Controller:
         """
         old, old_rollout = self.table, self.rollout
         rollout = old_rollout if rollout is KEEP else rollout
+        for pool, weight in new.weights.items():
+            if weight > 0:
+                self._cancel_cut(pool)  # traffic again: a drain's deadline no longer applies
         save(self.state_file, saved_state(new, rollout))
         self.plane.set_table(new)
         self.rollout = rollout

@@ -104,9 +104,14 @@ class DataPlane:
         known = {str(u.address): u for u in old.upstreams} if old else {}
         ups = []
         for addr in pc.upstreams:
-            up = known.pop(str(addr), None) or Upstream(
-                addr, pc.name, self.loop, self.config.timeouts.upstream_connect,
-                self.config.timeouts.upstream_idle, self.config.health.eject_after)
+            up = known.pop(str(addr), None)
+            if up is None:
+                up = Upstream(addr, pc.name, self.loop, self.config.timeouts.upstream_connect,
+                              self.config.timeouts.upstream_idle, self.config.health.eject_after)
+            else:  # it keeps its connections and counters, and takes the new settings
+                up.connect_timeout = self.config.timeouts.upstream_connect
+                up.idle_timeout = self.config.timeouts.upstream_idle
+                up.eject_after = self.config.health.eject_after
             up.on_change = self._upstream_changed
             up.log_event = self.log_event
             ups.append(up)
@@ -235,6 +240,14 @@ class DataPlane:
             self.loop.call_soon(self.flush_writes)
         self._outbox.append((transport, data))
 
+    def unsend(self, transport) -> bool:
+        """Drop what `send` queued for `transport` and not yet written (its
+        connection closed first); True if something was dropped."""
+        kept = [item for item in self._outbox if item[0] is not transport]
+        dropped = len(kept) != len(self._outbox)
+        self._outbox[:] = kept
+        return dropped
+
     def flush_writes(self) -> None:
         """Write everything `send` queued.  Also called before a direct write, a
         close or an abort, so that nothing queued is overtaken or lost."""
@@ -332,17 +345,17 @@ class DataPlane:
 
     def evict_idle(self) -> bool:
         """Close the longest-idle client connection; False when none is idle."""
-        for client in self.idle:
-            self.idle.pop(client)
+        while self.idle:
+            client = next(iter(self.idle))
+            del self.idle[client]
             if client.close_if_idle():
                 self.evicted += 1
                 return True
-            return self.evict_idle()  # not idle after all: the next one
         return False
 
     def close_idle_clients(self, idle_for: float = 0.0) -> int:
         """Close connections idle for `idle_for` seconds or more; return how many
-        connections stay open.
+        connections are still counted (those just closed leave a moment later).
 
         While the proxy drains, a connection that carries a request gets its
         answer with `Connection: close`, the one notice a client cannot miss;
@@ -356,7 +369,7 @@ class DataPlane:
             client.close_if_idle()
         return len(self.clients)
 
-    def in_flight_by_pool(self) -> dict[str, list[tuple[str, float, str, bytes, bytes]]]:
+    def in_flight_by_pool(self) -> dict[str, list[tuple[str, float, bytes, bytes]]]:
         """Exchanges in flight per pool, oldest first: (kind, started, method, target)."""
         out: dict[str, list] = {}
         for client in self.clients:

@@ -60,7 +60,7 @@ class Request:
         self.framed = False  # the client sent Content-Length or Transfer-Encoding
         self.upgrade = False  # a WebSocket handshake
         self.payload = b""
-        self.started = started  # loop time of the request's first byte
+        self.started = started  # time.monotonic() of the request's first byte
         self.tries = 0
         self.fields: list[bytes] = []  # forwarded header lines, ready to join
         self.xff: tuple[bytes, ...] = ()  # X-Forwarded-For values the client sent
@@ -102,7 +102,7 @@ class Request:
         if upgrade is not None:
             self.upgrade = _is_websocket(upgrade, self.headers)
         if self.connection:
-            self._drop_named(drop)
+            self._drop_named(drop, plane)
 
     def _dropped(self, lname: bytes, value: bytes, plane) -> None:
         """Fields we do not copy but must read: framing, Expect, and our own."""
@@ -125,14 +125,22 @@ class Request:
         elif lname == plane.tester_header:  # only in `drop` when the header is on
             self.override = value
 
-    def _drop_named(self, drop: frozenset[bytes]) -> None:
-        """Rebuild the forwarded lines without the fields `Connection` names."""
+    def _drop_named(self, drop: frozenset[bytes], plane) -> None:
+        """Rebuild the forwarded lines without the fields `Connection` names
+        (and, as `inspect` does, without our cookies)."""
         tokens = connection_tokens(self.headers)
         self.fields = fields = []
         for name, value in self.headers:
             lname = name.lower()
-            if lname not in drop and lname not in tokens:
-                fields += (name, b": ", value, b"\r\n")
+            if lname in drop or lname in tokens:
+                continue
+            if lname == b"cookie" and value.find(plane.cookie_name) >= 0:
+                value = without_cookies(value, plane.our_cookies)
+                if not value:
+                    continue
+            fields += (name, b": ", value, b"\r\n")
+        if b"idempotency-key" in tokens:
+            self.keyed = False  # a hop-by-hop key is not the application's promise
 
     def _check_start_line(self) -> None:
         if self.version not in ("1.1", "1.0"):

@@ -64,7 +64,7 @@ class _HeadResponseDone(Exception):
 
 
 class Phase(enum.Enum):
-    """Where an upstream connection is; one variable, changed in `_enter`."""
+    """Where an upstream connection is: one variable."""
 
     IDLE = "idle"            # pooled (or just connected), no request
     AWAITING = "awaiting"    # a request written or being written, no byte of an answer yet
@@ -275,8 +275,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Send a spilled body from its file, as fast as the upstream reads it."""
+        # Not after an answer began (the upstream refused early), nor once a
+        # write failed (the transport would take the rest of the file, unsent).
         while self.body_file is not None and not self.write_paused and \
-                self.transport is not None and self.phase is AWAITING:
+                self.transport is not None and not self.transport.is_closing() and \
+                not self.head_sent:
             chunk = self.body_file.read(65536)
             if not chunk:
                 self.body_file = None
@@ -371,29 +374,30 @@ class UpstreamConnection(asyncio.Protocol):
             # pending) means our request met a socket already closed: unread.
             sock = self.transport.get_extra_info("socket")
             pending = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if sock else 0
-            self._closed_under_request(pending in _RESET_ERRNOS, "eof")
+            self._closed_under_request(pending in _RESET_ERRNOS, "eof", self.transport)
         return False
 
     def connection_lost(self, exc) -> None:
         up = self.upstream
+        transport, self.transport = self.transport, None
         if self.client is None:
-            self.transport = None
             if self in up.idle:
                 up.idle.remove(self)
             return
         reset = isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS
-        if reset and self.phase is AWAITING:
-            self._salvage()
+        if reset and self.phase is AWAITING and transport is not None:
+            # With `self.transport` gone, a whole early answer closes the
+            # connection instead of pooling it.
+            self._salvage(transport.get_extra_info("socket"))
             if self.client is None:
                 return  # the early answer was whole
-        self.transport = None
         if self.head_sent and not self.body_framed:
             # A response without Content-Length or chunked ends at close.
             self._complete(False)
             return
-        self._closed_under_request(reset, exc or "eof")
+        self._closed_under_request(reset, exc or "eof", transport)
 
-    def _salvage(self) -> None:
+    def _salvage(self, sock) -> None:
         """Read what the upstream said before it reset the connection.
 
         An upstream that refuses a request early (Swoole's 413 over
@@ -402,7 +406,6 @@ class UpstreamConnection(asyncio.Protocol):
         connection without reading the answer that is waiting in the socket.
         The descriptor is still open here: read it ourselves.
         """
-        sock = self.transport.get_extra_info("socket") if self.transport else None
         if sock is None:
             return
         try:
@@ -504,8 +507,13 @@ class UpstreamConnection(asyncio.Protocol):
         if client is not None:
             client.on_upstream_done()
 
-    def _closed_under_request(self, reset: bool, why) -> None:
-        delivery = delivery_at_close(self.phase is RECEIVING, reset)
+    def _closed_under_request(self, reset: bool, why, transport) -> None:
+        if self.phase is AWAITING and self.client.unsend(transport):
+            # The upstream closed the pooled connection before our request even
+            # left (it was still queued for the end of this loop pass).
+            delivery = NOT_SENT
+        else:
+            delivery = delivery_at_close(self.phase is RECEIVING, reset)
         self._fail(UpstreamResetError(f"{self.upstream.address}: connection closed ({why})"),
                    delivery)
 

@@ -20,12 +20,16 @@
 #                replaced (default: systemctl restart hyperf@{pool}-{port}, a unit
 #                per port, its env file /etc/switchyard/hyperf-{pool}-{port}.env)
 #   HEALTH_WAIT_SECONDS  how long a restarted instance may take to be healthy
+#   HEALTH_SETTLE_SECONDS  wait this long after a restart before trusting the health
+#                checks: at least health.fall x health.interval, so that an answer
+#                from before the restart cannot pass for the new instance's
 #   DRAIN_TIMEOUT        cut what is still open to an instance after this long
 set -euo pipefail
 
 SWITCHYARD=${SWITCHYARD:-/opt/switchyard/bin/switchyard}
 RESTART=${RESTART:-"systemctl restart hyperf@{pool}-{port}"}
 HEALTH_WAIT_SECONDS=${HEALTH_WAIT_SECONDS:-120}
+HEALTH_SETTLE_SECONDS=${HEALTH_SETTLE_SECONDS:-3}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-30s}
 
 log() { printf '%s rolling: %s\n' "$(date +%T)" "$*" >&2; }
@@ -53,8 +57,7 @@ for up in pools[sys.argv[1]]["upstreams"]:
 
 wait_healthy() {
     local deadline=$((SECONDS + HEALTH_WAIT_SECONDS))
-    # Give the health checks a round to see the restart before trusting them.
-    sleep 1
+    sleep "$HEALTH_SETTLE_SECONDS"
     until [[ $(upstream_field "$1" "$2" healthy) == true ]]; do
         ((SECONDS < deadline)) || return 1
         sleep 1
@@ -65,6 +68,7 @@ wait_healthy() {
 current=""
 recover() {
     [[ -n $current ]] || return 0
+    [[ $(upstream_field "$pool" "$current" enabled) == false ]] || return 0
     if [[ $(upstream_field "$pool" "$current" healthy) == true ]]; then
         "$SWITCHYARD" upstream enable "$pool" "$current" >/dev/null &&
             log "put $current back into rotation"
@@ -88,9 +92,9 @@ restart_one() {
     command=${command//\{port\}/$port}
 
     log "$address: out of rotation, draining"
+    current=$address  # from here a failure puts it back (if it was taken out at all)
     "$SWITCHYARD" drain "$pool" --upstream "$address" --timeout "$DRAIN_TIMEOUT" --wait ||
-        fail "$address: switchyard refused to take it out (the pool's last healthy one?)"
-    current=$address
+        fail "$address: the drain failed (refused as the pool's last healthy one?)"
     log "$address: restarting ($command)"
     bash -c "$command" || fail "$address: restart failed: $command"
     wait_healthy "$pool" "$address" ||

@@ -400,7 +400,8 @@ def test_rolling_restart_of_a_three_instance_pool_fails_nothing(servers, proxy_f
     proxy = proxy_for(pool)
     restarter = _Restarter({s.port: s for s in pool})
     env = dict(os.environ, SWITCHYARD=_switchyard_command(tmp_path, proxy),
-               RESTART=restarter.command(), HEALTH_WAIT_SECONDS="30", DRAIN_TIMEOUT="10s")
+               RESTART=restarter.command(), HEALTH_WAIT_SECONDS="30", DRAIN_TIMEOUT="10s",
+               HEALTH_SETTLE_SECONDS="1")
     try:
         with MixedLoad(proxy.port, get_connections=8, post_connections=2, keyed_connections=1,
                        duration=120) as load:

@@ -1,0 +1,241 @@
+"""UpstreamConnection driven in-process, with a fake transport and a fake client.
+
+Deterministic, in milliseconds: each test sets up one phase of an exchange,
+delivers what the kernel would (bytes, a FIN, a reset) and checks how far the
+request got (`retry.Delivery`), what the client side was told, and whether
+the connection went back to the pool.  The fake client implements exactly
+the interface the upstream side may use (proxy/client.py, "what the upstream
+side may ask of us").
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import socket
+
+import pytest
+
+from proxy.config import Address
+from proxy.retry import ANSWERED, NOT_SENT, TIMED_OUT, UNKNOWN, UNREAD
+from proxy.upstream import AWAITING, CLOSED, IDLE, RECEIVING, Upstream, UpstreamConnection
+
+REQUEST = b"POST /w HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok"
+
+
+class FakeSocket:
+    def __init__(self, so_error: int = 0) -> None:
+        self.so_error = so_error
+
+    def getsockopt(self, level, option):
+        assert (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR)
+        error, self.so_error = self.so_error, 0  # reading SO_ERROR clears it
+        return error
+
+    def fileno(self) -> int:
+        return -1  # _salvage's dup() fails: nothing to read beyond what a test delivers
+
+
+class FakeTransport:
+    def __init__(self, so_error: int = 0) -> None:
+        self.written: list[bytes] = []
+        self.closing = False
+        self.reading = True
+        self.sock = FakeSocket(so_error)
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str):
+        return self.sock if name == "socket" else None
+
+
+class FakeClient:
+    """The client side as the upstream side sees it, recording every call."""
+
+    def __init__(self, resend: bool = False) -> None:
+        self.transport = object()
+        self.outbox: list[tuple[object, bytes]] = []  # the plane's end-of-pass queue
+        self.exchange = None
+        self.head = None
+        self.body: list[bytes] = []
+        self.done = 0
+        self.errors: list[tuple] = []
+        self.resend = resend
+        self.flushes = 0
+
+    # -- the interface ------------------------------------------------------------------
+    def connecting_to(self, task) -> None: ...
+    def connect_done(self, task) -> None: ...
+
+    def exchange_started(self, conn) -> None:
+        self.exchange = conn
+
+    def exchange_ended(self, conn) -> None:
+        if self.exchange is conn:
+            self.exchange = None
+
+    def upstream_response_timeout(self) -> float:
+        return 60.0
+
+    def send_upstream(self, transport, payload: bytes) -> None:
+        self.outbox.append((transport, payload))
+
+    def unsend(self, transport) -> bool:
+        kept = [item for item in self.outbox if item[0] is not transport]
+        dropped = len(kept) != len(self.outbox)
+        self.outbox = kept
+        return dropped
+
+    def on_upstream_head(self, conn, status, head, sized) -> None:
+        self.head = (status, b"".join(head))
+
+    def on_upstream_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_upstream_done(self) -> None:
+        self.done += 1
+
+    def on_upstream_error(self, up, err, delivery) -> bool:
+        self.errors.append((type(err).__name__, delivery))
+        return self.resend
+
+    def on_upstream_upgraded(self, conn, head, rest) -> None:
+        raise AssertionError("no upgrade here")
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    # -- for the tests ------------------------------------------------------------------
+    def write_pass(self) -> None:
+        """The end of the loop pass: what was queued is written."""
+        for transport, data in self.outbox:
+            transport.write(data)
+        self.outbox = []
+
+
+@pytest.fixture
+def upstream():
+    return Upstream(Address("tcp", host="127.0.0.1", port=9501), "blue", loop=None,
+                    connect_timeout=2.0, idle_timeout=30.0)
+
+
+def exchange(upstream, reused: bool = True, so_error: int = 0, body_file=None):
+    """A connection carrying one request: (connection, its transport, the client)."""
+    conn = UpstreamConnection(upstream)
+    transport = FakeTransport(so_error)
+    conn.connection_made(transport)
+    client = FakeClient()
+    upstream.inflight += 1
+    conn.start(client, REQUEST, False, reused, body_file, now=0.0)
+    return conn, transport, client
+
+
+def test_a_whole_answer_returns_the_connection_to_the_pool(upstream):
+    conn, transport, client = exchange(upstream)
+    assert conn.phase is AWAITING and client.exchange is conn
+    client.write_pass()
+    assert transport.written == [REQUEST]
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    assert client.head[0] == 200 and client.body == [b"hi"] and client.done == 1
+    assert conn.phase is IDLE and upstream.idle == [conn] and upstream.inflight == 0
+    assert client.exchange is None and client.errors == []
+
+
+def test_a_fin_before_the_request_left_is_not_sent(upstream):
+    """The pooled connection's FIN is handled in the same loop pass that queued
+    our request: nothing was written, so it may go anywhere, even unkeyed."""
+    conn, transport, client = exchange(upstream)
+    assert conn.eof_received() is False
+    assert client.errors == [("UpstreamResetError", NOT_SENT)]
+    assert client.outbox == [] and transport.written == []  # taken back, never written
+    assert conn.phase is CLOSED and upstream.inflight == 0 and upstream.idle == []
+
+
+def test_a_fin_with_a_reset_behind_it_means_unread(upstream):
+    """Our request reached a socket already closed: its kernel reset it (EPIPE
+    pending after the FIN)."""
+    conn, transport, client = exchange(upstream, so_error=errno.EPIPE)
+    client.write_pass()
+    conn.eof_received()
+    assert client.errors == [("UpstreamResetError", UNREAD)]
+    assert upstream.closes == 1
+
+
+def test_a_plain_fin_after_the_request_left_is_unknown(upstream):
+    conn, transport, client = exchange(upstream)
+    client.write_pass()
+    conn.eof_received()
+    assert client.errors == [("UpstreamResetError", UNKNOWN)]
+
+
+def test_a_reset_with_no_answer_means_unread(upstream):
+    conn, transport, client = exchange(upstream)
+    client.write_pass()
+    conn.connection_lost(ConnectionResetError(errno.ECONNRESET, "reset"))
+    assert client.errors == [("UpstreamResetError", UNREAD)]
+
+
+def test_a_close_after_part_of_the_answer_is_answered(upstream):
+    conn, transport, client = exchange(upstream)
+    client.write_pass()
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+    assert conn.phase is RECEIVING
+    conn.connection_lost(ConnectionResetError(errno.ECONNRESET, "reset"))
+    assert client.errors == [("UpstreamResetError", ANSWERED)]
+    assert upstream.closes == 0  # an answer had begun: not a close under a request
+
+
+def test_a_response_timeout_is_timed_out_not_unknown(upstream):
+    conn, transport, client = exchange(upstream)
+    client.write_pass()
+    conn.timed_out()
+    assert client.errors == [("UpstreamTimeoutError", TIMED_OUT)]
+    assert transport.closing
+
+
+def test_an_early_answer_during_the_upload_stops_the_pump_and_is_never_pooled(upstream):
+    """Swoole's 413 while the spilled body is still being sent."""
+    body = io.BytesIO(b"x" * (5 * 65536))
+    conn = UpstreamConnection(upstream)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    client = FakeClient()
+    upstream.inflight += 1
+    conn.pause_writing()  # the socket buffer is full after the head
+    conn.start(client, b"POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 327680\r\n\r\n",
+               False, True, body, now=0.0)
+    assert len(transport.written) == 1  # the head only
+    conn.data_received(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n\r\n")
+    conn.resume_writing()
+    assert len(transport.written) == 1  # nothing more of the body after the answer
+    assert client.head[0] == 413 and client.done == 1
+    assert transport.closing and upstream.idle == []  # mid-request: never reused
+
+
+def test_a_pooled_connection_that_closes_leaves_the_pool(upstream):
+    conn, transport, client = exchange(upstream)
+    client.write_pass()
+    conn.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert upstream.idle == [conn]
+    conn.connection_lost(None)
+    assert upstream.idle == [] and client.errors == []
+
+
+def test_a_204s_content_length_is_not_passed_on(upstream):
+    conn, transport, client = exchange(upstream)
+    client.write_pass()
+    conn.data_received(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n")
+    assert client.head == (204, b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n")
