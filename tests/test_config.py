@@ -192,7 +192,7 @@ def test_example_file_shows_every_key():
     text = EXAMPLE.read_text()
     sections = {"admin": AdminConfig, "health": HealthConfig, "sticky": StickyConfig,
                 "timeouts": TimeoutsConfig, "limits": LimitsConfig, "tester": config_module.TesterConfig,
-                "log": LogConfig, "rollout": RolloutConfig}
+                "log": LogConfig, "rollout": RolloutConfig, "metrics": config_module.MetricsConfig}
     for section, kind in sections.items():
         for name in kind.__dataclass_fields__:
             assert f"\n  {name}:" in text, f"{section}.{name} missing from the example"
