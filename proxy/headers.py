@@ -32,8 +32,6 @@ FORWARDING = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
 )
 
-_DROP_ALWAYS = HOP_BY_HOP | FRAMING
-
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """Lower-cased field names listed in every `Connection` header."""

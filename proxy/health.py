@@ -63,7 +63,6 @@ class HealthChecker:
         self.events = events
         self._tasks: dict[object, asyncio.Task] = {}
         self._states: dict[object, HealthState] = {}
-        self.checks = 0
 
     def sync(self) -> None:
         """Start checking new upstreams and stop checking removed ones (after reload)."""
@@ -98,7 +97,6 @@ class HealthChecker:
     async def _check(self, up) -> None:
         cfg = self.plane.config.health
         ok, detail = await probe(up.address, cfg.path, cfg.timeout)
-        self.checks += 1
         state = self._states.get(up)
         if state is not None and state.observe(ok):
             self._changed(up, state, "check", detail)
@@ -119,8 +117,6 @@ class HealthChecker:
             self.events.emit("upstream_health_changed", level=level, **fields)
         else:
             getattr(self.log, level)("upstream_health_changed", **fields)
-        if self.plane.on_health_change is not None:
-            self.plane.on_health_change(up, cause)
 
 
 async def probe(address, path: str, timeout: float) -> tuple[bool, str]:

@@ -38,7 +38,7 @@ class DataPlane:
         "body_memory",
         "max_connections", "upstream_response_timeout", "cookie_name",
         "tester_cookie", "our_cookies", "tester_header", "_tester_nets", "_trusted_nets", "_cookie_lines",
-        "_drop", "_drop_trusted", "_ids", "_id_prefix", "_random", "on_health_change",
+        "_drop", "_drop_trusted", "_ids", "_id_prefix", "_random",
         "on_passive_failure", "_outbox",
         "idle", "evicted", "pause",
     )
@@ -63,7 +63,6 @@ class DataPlane:
         self._random = random.random
         self._id_prefix = os.urandom(4).hex().encode()
         self._ids = itertools.count(1)
-        self.on_health_change = None  # control plane: a pool's health changed
         self.on_passive_failure = None  # health checker: an upstream refused connects
         self._outbox: list[tuple[asyncio.Transport, bytes]] = []  # see send()
         self.table = table  # apply_config reads its disabled upstreams
