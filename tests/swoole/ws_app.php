@@ -27,58 +27,17 @@ use Swoole\Table;
 use Swoole\WebSocket\Frame;
 use Swoole\WebSocket\Server;
 
-function option(array $cli, string $name, string $env, string $default): string
-{
-    if (isset($cli[$name]) && $cli[$name] !== false) {
-        return (string) $cli[$name];
-    }
-    $value = getenv($env);
-    return $value === false || $value === '' ? $default : $value;
-}
+require __DIR__ . '/common.php';
 
-$cli = getopt('', ['port:', 'unix:', 'mode:', 'workers:', 'max-request:', 'max-wait-time:',
-                   'name:', 'log:']);
-$port = (int) option($cli, 'port', 'SWOOLE_PORT', '9503');
-$unix = option($cli, 'unix', 'SWOOLE_UNIX', '');
-$mode = option($cli, 'mode', 'SWOOLE_MODE', 'base');
-$workers = (int) option($cli, 'workers', 'SWOOLE_WORKERS', '2');
-$maxRequest = (int) option($cli, 'max-request', 'SWOOLE_MAX_REQUEST', '100000');
-$maxWaitTime = (int) option($cli, 'max-wait-time', 'SWOOLE_MAX_WAIT_TIME', '3');
-$name = option($cli, 'name', 'SWOOLE_NAME', 'blue');
-$log = option($cli, 'log', 'SWOOLE_LOG', sys_get_temp_dir() . "/swoole-ws-$name.log");
-
-if (!in_array($mode, ['base', 'process'], true)) {
-    fwrite(STDERR, "--mode must be base or process, not $mode\n");
-    exit(2);
-}
-
-function log_line(string $path, array $fields): void
-{
-    $fields += ['pid' => getmypid(), 't' => microtime(true)];
-    file_put_contents($path, json_encode($fields, JSON_UNESCAPED_SLASHES) . "\n",
-                      FILE_APPEND | LOCK_EX);
-}
+$o = server_options('9503', 'swoole-ws');
+['port' => $port, 'unix' => $unix, 'name' => $name, 'log' => $log] = $o;
 
 $open = new Table(4096);
 $open->column('since', Table::TYPE_FLOAT);
 $open->create();
 
-$server = $unix !== ''
-    ? new Server($unix, 0, $mode === 'base' ? SWOOLE_BASE : SWOOLE_PROCESS, SWOOLE_SOCK_UNIX_STREAM)
-    : new Server('127.0.0.1', $port, $mode === 'base' ? SWOOLE_BASE : SWOOLE_PROCESS);
-
-$server->set([
-    'enable_coroutine' => true,
-    'worker_num' => $workers,
-    'open_tcp_nodelay' => true,
-    'max_coroutine' => 100000,
-    'max_request' => $maxRequest,
-    'socket_buffer_size' => 2 * 1024 * 1024,
-    'buffer_output_size' => 2 * 1024 * 1024,
-    'package_max_length' => 2 * 1024 * 1024,
-    'max_wait_time' => $maxWaitTime,
-    'pid_file' => '',
-]);
+$server = make_server(Server::class, $o);
+$server->set(skeleton_settings($o));
 
 $key = fn (Server $server, int $fd): string => $server->worker_id . ':' . $fd;
 
