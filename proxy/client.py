@@ -454,8 +454,10 @@ class ClientConnection(asyncio.Protocol):
             pool = self.pool = self.plane.pools.get(self.pool.name, self.pool)  # a reload may have run
             retry = pool.pick(exclude=up) or (up if up.healthy and up.enabled else None)
             if retry is not None:
-                self.plane.log_event("upstream_retry", upstream=up.label, to=retry.label,
-                                     detail=err.detail, delivery=delivery.value)
+                # Info, not a warning: with Swoole's worker recycling this is
+                # normal life, and Upstream.note_close reports it once a minute.
+                self.plane.log.info("upstream_retry", upstream=up.label, to=retry.label,
+                                    detail=err.detail, delivery=delivery.value)
                 self._dispatch(retry, req, fresh=True)
                 return True
         self._answer_error(err, upstream=up)
