@@ -10,6 +10,7 @@ slowly we stop reading the upstream instead of buffering.
 from __future__ import annotations
 
 import asyncio
+import enum
 import re
 import time
 from collections import deque
@@ -47,6 +48,35 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 WRITE_HIGH_WATER = 64 * 1024
 
 
+class Read(enum.Enum):
+    """The read side of a client connection: one phase, set by `_enter`."""
+
+    NEW = "new"          # connected, not a byte yet
+    IDLE = "idle"        # between requests on a keep-alive connection
+    HEAD = "head"        # a request head is arriving
+    BODY = "body"        # its body is arriving
+    WAITING = "waiting"  # a whole request is read; answers are under way
+    STOPPED = "stopped"  # nothing more is read as HTTP: rejected, cut short, or upgrading
+
+
+NEW, IDLE, HEAD, BODY, WAITING, STOPPED = Read
+
+
+class Answer(enum.Enum):
+    """The answer side: what is happening to `current`, the request being answered."""
+
+    NONE = "none"              # nothing is being answered
+    HELD = "held"              # it waits for a pause to end (pause.py)
+    FORWARDING = "forwarding"  # sent (or being connected) to an upstream; no head back yet
+    STREAMING = "streaming"    # the answer's head went out to the client
+
+
+NONE, HELD, FORWARDING, STREAMING = Answer
+# The timeout (a field of TimeoutsConfig) that runs in each phase; none in the others.
+DEADLINES = {NEW: "client_header", IDLE: "client_idle", HEAD: "client_header",
+             BODY: "client_body"}
+
+
 class ClientConnection(asyncio.Protocol):
     """One client connection: parse, route, forward, stream back, in order."""
 
@@ -55,7 +85,7 @@ class ClientConnection(asyncio.Protocol):
         "current", "upstream", "connecting", "out", "paused_writing", "read_paused",
         "deadline", "send_deadline", "head_size", "pool", "upstream_addr", "set_cookie",
         "keep_alive", "chunked_out", "status", "sent_bytes", "early", "in_next",
-        "idle_since", "held",
+        "idle_since", "read", "answer",
     )
 
     def __init__(self, plane: DataPlane) -> None:
@@ -88,11 +118,12 @@ class ClientConnection(asyncio.Protocol):
         self.early: bytearray | None = None
         self.in_next = False
         self.idle_since = 0.0  # when it last became idle (see DataPlane.idle)
-        self.held = False  # its current request waits for a pause to end (pause.py)
+        self.read = NEW
+        self.answer = NONE
 
     def __repr__(self) -> str:
-        state = "busy" if self.current is not None else "idle"
-        return f"<ClientConnection {self.peer} {state} queued={len(self.queue)}>"
+        return (f"<ClientConnection {self.peer} read={self.read.value} "
+                f"answer={self.answer.value} queued={len(self.queue)}>")
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -113,7 +144,7 @@ class ClientConnection(asyncio.Protocol):
             return
         plane.clients.add(self)
         now = time.monotonic()
-        self.deadline = now + plane.timeouts.client_header
+        self._enter(NEW, now)
         self.idle_since = now
         plane.idle[self] = None
 
@@ -144,6 +175,7 @@ class ClientConnection(asyncio.Protocol):
         last = self.queue[-1] if self.queue else self.current
         if last is not None and last.upgrade:
             # Nothing more is HTTP until the upstream answers the handshake.
+            self._enter(STOPPED)
             self.early = bytearray()
             self._hold_early(rest)
             return
@@ -198,7 +230,7 @@ class ClientConnection(asyncio.Protocol):
         self.plane.idle.pop(self, None)
         self.reading = Request(now)
         self.head_size = 0
-        self.deadline = now + self.plane.timeouts.client_header
+        self._enter(HEAD, now)
 
     def on_url(self, url: bytes) -> None:
         req = self.reading
@@ -228,7 +260,7 @@ class ClientConnection(asyncio.Protocol):
         if req.framed:
             # A body follows.  Without one llhttp completes the message at
             # once, so a bodiless request is spared the clock read.
-            self.deadline = time.monotonic() + plane.timeouts.client_body
+            self._enter(BODY, time.monotonic())
 
     def on_body(self, body: bytes) -> None:
         plane = self.plane
@@ -237,7 +269,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         req = self.reading
         self.reading = None
-        self.deadline = 0.0
+        self._enter(WAITING)
         if self.current is None and not self.queue:
             # Nothing to answer first (the common case): straight to the upstream.
             self.current = req
@@ -260,7 +292,7 @@ class ClientConnection(asyncio.Protocol):
         req.keep_alive = False
         req.started = time.monotonic()
         self.queue.append(req)
-        self.deadline = 0.0
+        self._enter(STOPPED)
         if self.transport is not None:
             self.read_paused = True
             self.transport.pause_reading()
@@ -296,17 +328,16 @@ class ClientConnection(asyncio.Protocol):
         """Forward `req`; whatever goes wrong, the client gets an answer."""
         pause = self.plane.pause
         if pause is not None:
-            self.held = True
+            self.answer = HELD
             pause.hold(self)  # started by resume_held(), in arrival order
             return
         self._go(req)
 
     def is_waiting(self) -> bool:
         """Held by a pause, and still wanted (the client has not gone)."""
-        return self.held and self.transport is not None
+        return self.answer is HELD and self.transport is not None
 
     def resume_held(self) -> None:
-        self.held = False
         self._go(self.current)
 
     def _go(self, req: Request) -> None:
@@ -336,6 +367,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _dispatch(self, up: Upstream, req: Request, fresh: bool = False) -> None:
         req.tries += 1
+        self.answer = FORWARDING
         self.upstream_addr = up.label
         self.status = 0
         self.sent_bytes = 0
@@ -378,6 +410,7 @@ class ClientConnection(asyncio.Protocol):
         or can have no body."""
         req = self.current
         plane = self.plane
+        self.answer = STREAMING
         self.status = status
         # A refused WebSocket handshake ends the connection: llhttp stopped
         # parsing at the Upgrade and what follows cannot be trusted as HTTP.
@@ -423,6 +456,7 @@ class ClientConnection(asyncio.Protocol):
         self.plane.clients.discard(self)
         self.transport = None
         self.current = None
+        self.answer = NONE
         self.upstream = None
         tunnel.start(early, rest)
 
@@ -445,7 +479,7 @@ class ClientConnection(asyncio.Protocol):
         req = self.current
         if req is None or self.transport is None:
             return False
-        if self.status:
+        if self.answer is STREAMING:
             # Part of the response is out: a short body must not pass for a
             # whole one, so the client connection is cut.
             self._cut(err, up)
@@ -472,6 +506,7 @@ class ClientConnection(asyncio.Protocol):
         self.pool.count(None, time.monotonic() - req.started)
         req.close()
         self.current = None
+        self.answer = NONE
         self.plane.flush_writes()  # what was queued of the answer goes out first
         self.transport.abort()
 
@@ -501,6 +536,7 @@ class ClientConnection(asyncio.Protocol):
             self.pool.count(status, now - req.started)
         self._log(status, now)
         self.current = None
+        self.answer = NONE
         self.pool = None
         self.upstream_addr = None
         if not self.keep_alive:
@@ -511,7 +547,7 @@ class ClientConnection(asyncio.Protocol):
             reading.expect_continue = False
             self.plane.send(self.transport, CONTINUE)
         if reading is None and not self.queue:
-            self.deadline = now + self.plane.timeouts.client_idle
+            self._enter(IDLE, now)
             self.idle_since = now
             self.plane.idle[self] = None  # the newest idle connection: last to be evicted
         if self.queue or self.read_paused:
@@ -542,14 +578,23 @@ class ClientConnection(asyncio.Protocol):
         self.plane.flush_writes()
         self.transport.close()
 
+    def _enter(self, phase: Read, now: float = 0.0) -> None:
+        """The one place the read phase changes, and with it the deadline the
+        sweep enforces (`DEADLINES`; `now` is needed only for a phase that has one)."""
+        self.read = phase
+        timeout = DEADLINES.get(phase)
+        self.deadline = now + getattr(self.plane.timeouts, timeout) if timeout else 0.0
+
     def timed_out(self, now: float) -> None:
-        """Called by the sweep when `deadline` has passed."""
-        self.deadline = 0.0
-        if self.current is None and self.reading is None and not self.queue:
-            self._close()  # idle keep-alive connection: nothing to say
+        """Called by the sweep when `deadline` has passed: what it means depends
+        only on the phase it ran for."""
+        phase = self.read
+        self._enter(STOPPED)
+        if phase is NEW or phase is IDLE:
+            self._close()  # no request began: nothing to say
             return
-        if self.current is None:
-            self.plane.log_event("client_timeout", peer=self.peer)
+        if self.current is None:  # HEAD or BODY, and nothing before it to finish
+            self.plane.log_event("client_timeout", peer=self.peer, phase=phase.value)
             self.plane.send(self.transport, error_response(408))
             self._close()
             return

@@ -1,0 +1,171 @@
+"""ClientConnection's read phases, driven in-process with a fake transport.
+
+A real DataPlane (from a config text) on a fake loop; requests are held by a
+pause, so the read side can be followed without any upstream.  Each test
+checks the phase, the deadline the phase sets (proxy/client.py `DEADLINES`),
+and what a timeout in that phase does.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from proxy import config as config_module
+from proxy.client import (
+    BODY,
+    HEAD,
+    HELD,
+    IDLE,
+    NEW,
+    NONE,
+    STOPPED,
+    WAITING,
+    ClientConnection,
+)
+from proxy.pause import Pause
+from proxy.plane import DataPlane, table_from
+from proxy.sticky import Signer
+
+CONFIG = """
+pools:
+  blue: {upstreams: ["127.0.0.1:9"]}
+  green: {upstreams: ["127.0.0.1:10"]}
+timeouts: {client_header: 10s, client_body: 30s, client_idle: 60s}
+"""
+
+
+class FakeLoop:
+    def __init__(self) -> None:
+        self.soon: list = []
+
+    def call_soon(self, callback, *args):
+        self.soon.append((callback, args))
+
+    def run_soon(self) -> None:
+        while self.soon:
+            callback, args = self.soon.pop(0)
+            callback(*args)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.closing = False
+        self.reading = True
+
+    def get_extra_info(self, name):
+        return ("192.0.2.1", 40000) if name == "peername" else None
+
+    def set_write_buffer_limits(self, high=None):
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+class Log:
+    def warning(self, *args, **kwargs):
+        pass
+
+    info = debug = error = warning
+
+
+@pytest.fixture
+def client():
+    cfg = config_module.from_text(CONFIG)
+    loop = FakeLoop()
+    plane = DataPlane(loop, cfg, table_from(cfg.weights), Signer(b"k" * 32), Log(), None)
+    plane.pause = Pause(60)  # requests are held: no upstream is needed
+    conn = ClientConnection(plane)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    return conn, transport, loop
+
+
+def near(deadline: float, seconds: float) -> bool:
+    return abs(deadline - (time.monotonic() + seconds)) < 1.0
+
+
+def test_a_new_connection_has_the_header_timeout_and_closes_silently_on_it(client):
+    conn, transport, loop = client
+    assert conn.read is NEW and near(conn.deadline, 10)
+    conn.timed_out(time.monotonic())
+    loop.run_soon()
+    assert transport.closing and transport.written == b""  # nothing to say: no request began
+    assert conn.read is STOPPED and conn.deadline == 0.0
+
+
+def test_a_head_in_pieces_keeps_the_header_timeout_then_waits_with_no_clock(client):
+    conn, transport, loop = client
+    conn.data_received(b"GET /a HTTP/1.1\r\nHo")
+    assert conn.read is HEAD and near(conn.deadline, 10)
+    conn.data_received(b"st: x\r\n\r\n")
+    assert conn.read is WAITING and conn.deadline == 0.0  # the answer's clocks are elsewhere
+    assert conn.answer is HELD and conn.is_waiting()  # held by the pause
+
+
+def test_a_body_has_the_body_timeout(client):
+    conn, transport, loop = client
+    conn.data_received(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    assert conn.read is BODY and near(conn.deadline, 30)
+    conn.data_received(b"cd")
+    assert conn.read is WAITING and conn.current.body_size == 4
+
+
+def test_a_stalled_head_with_nothing_to_answer_gets_408(client):
+    conn, transport, loop = client
+    conn.data_received(b"GET /slow HTTP/1.1\r\n")
+    conn.timed_out(time.monotonic())
+    loop.run_soon()
+    assert transport.written.startswith(b"HTTP/1.1 408 ") and transport.closing
+
+
+def test_a_stalled_next_head_while_answering_stops_reading_and_closes_after_the_answer(client):
+    conn, transport, loop = client
+    conn.data_received(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n")
+    assert conn.current is not None and conn.read is HEAD
+    conn.timed_out(time.monotonic())
+    assert conn.read is STOPPED and not transport.closing  # the first answer comes first
+    assert conn.keep_alive is False and conn.current.keep_alive is False
+
+
+def test_after_an_answer_the_connection_is_idle_with_the_idle_timeout(client):
+    conn, transport, loop = client
+    plane = conn.plane
+    plane.pause = None
+    for pool in plane.pools.values():  # no upstream here: the proxy answers 503 itself
+        for up in pool.upstreams:
+            up.healthy = False
+    plane.refresh_health()
+    conn.data_received(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    loop.run_soon()
+    assert transport.written.startswith(b"HTTP/1.1 503 ") and not transport.closing
+    assert conn.answer is NONE and conn.current is None
+    assert conn.read is IDLE and near(conn.deadline, 60) and conn in conn.plane.idle
+    conn.timed_out(time.monotonic())
+    assert transport.closing  # an idle keep-alive connection closes without a word
+
+
+def test_a_malformed_request_stops_reading(client):
+    conn, transport, loop = client
+    conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    loop.run_soon()
+    assert conn.read is STOPPED and not transport.reading
+    assert transport.written.startswith(b"HTTP/1.1 400 ") and transport.closing
