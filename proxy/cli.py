@@ -7,7 +7,6 @@ conflict); 2 usage error; 3 the admin socket cannot be reached.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys

@@ -392,9 +392,6 @@ class ClientConnection(asyncio.Protocol):
         if self.upstream is conn:
             self.upstream = None
 
-    def upstream_response_timeout(self) -> float:
-        return self.plane.upstream_response_timeout
-
     def send_upstream(self, transport, payload: bytes) -> None:
         self.plane.send(transport, payload)
 
@@ -582,8 +579,8 @@ class ClientConnection(asyncio.Protocol):
         """The one place the read phase changes, and with it the deadline the
         sweep enforces (`DEADLINES`; `now` is needed only for a phase that has one)."""
         self.read = phase
-        timeout = DEADLINES.get(phase)
-        self.deadline = now + getattr(self.plane.timeouts, timeout) if timeout else 0.0
+        seconds = self.plane.read_timeouts.get(phase)
+        self.deadline = now + seconds if seconds is not None else 0.0
 
     def timed_out(self, now: float) -> None:
         """Called by the sweep when `deadline` has passed: what it means depends

@@ -26,7 +26,7 @@ from .commands import (
     Weights,
 )
 from .events import EventLog
-from .pause import Pause as Held
+from .pause import HeldRequests
 from .plane import DataPlane, table_from
 from .rollout import CANCELLED, COMPLETED, HELD, ROLLED_BACK, RUNNING, Rollout, judge
 from .router import RoutingTable
@@ -235,7 +235,7 @@ class Controller:
         timeout = self.plane.config.timeouts.pause if cmd.timeout is None else cmd.timeout
         held = self.plane.pause
         if held is None:
-            held = self.plane.pause = Held(timeout)
+            held = self.plane.pause = HeldRequests(timeout)
         else:
             held.until = time.monotonic() + timeout
         if self._pause_timer is not None:

@@ -19,7 +19,7 @@ import time
 from collections import deque
 
 
-class Pause:
+class HeldRequests:
     """One pause: since when, until when, and the connections waiting on it."""
 
     __slots__ = ("since", "until", "held", "wall_since")
@@ -32,7 +32,7 @@ class Pause:
         self.held: deque = deque()
 
     def __repr__(self) -> str:
-        return f"<Pause {len(self.held)} waiting, {self.until - time.monotonic():.1f}s left>"
+        return f"<HeldRequests {len(self.held)} waiting, {self.until - time.monotonic():.1f}s left>"
 
     def hold(self, client) -> None:
         self.held.append(client)

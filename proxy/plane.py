@@ -16,7 +16,7 @@ import time
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from .client import ClientConnection
+from .client import DEADLINES, ClientConnection
 from .headers import FORWARDING, FRAMING, HOP_BY_HOP
 from .pool import Pool
 from .router import Choice, RoutingTable, choose_pool
@@ -36,7 +36,7 @@ class DataPlane:
         "loop", "config", "timeouts", "pools", "table", "healthy", "signer", "access",
         "log", "clients", "tunnels", "draining", "max_body", "max_header",
         "body_memory",
-        "max_connections", "upstream_response_timeout", "cookie_name",
+        "max_connections", "read_timeouts", "cookie_name",
         "tester_cookie", "our_cookies", "tester_header", "_tester_nets", "_trusted_nets", "_cookie_lines",
         "_drop", "_drop_trusted", "_ids", "_id_prefix", "_random",
         "on_passive_failure", "_outbox",
@@ -55,7 +55,7 @@ class DataPlane:
         # admit a new client, as nginx reclaims keep-alive connections.
         self.idle: dict[ClientConnection, None] = {}
         self.evicted = 0
-        self.pause = None  # a pause.Pause while `switchyard pause` holds new requests
+        self.pause = None  # a pause.HeldRequests while `switchyard pause` holds requests
         self.tunnels: set = set()
         self.draining = False
         self.pools: dict[str, Pool] = {}
@@ -79,7 +79,10 @@ class DataPlane:
         self.max_header = config.limits.max_header
         self.body_memory = config.limits.body_memory
         self.max_connections = config.limits.max_connections
-        self.upstream_response_timeout = config.timeouts.upstream_response
+        # Seconds per read phase of a client connection (client.DEADLINES), resolved
+        # once per config instead of once per request.
+        self.read_timeouts = {phase: getattr(config.timeouts, name)
+                              for phase, name in DEADLINES.items()}
         self.cookie_name = config.sticky.cookie.encode()
         self.tester_cookie = self.cookie_name + b"_tester"
         self.our_cookies = frozenset({self.cookie_name, self.tester_cookie})
@@ -105,12 +108,13 @@ class DataPlane:
         for addr in pc.upstreams:
             up = known.pop(str(addr), None)
             if up is None:
-                up = Upstream(addr, pc.name, self.loop, self.config.timeouts.upstream_connect,
-                              self.config.timeouts.upstream_idle, self.config.health.eject_after)
-            else:  # it keeps its connections and counters, and takes the new settings
-                up.connect_timeout = self.config.timeouts.upstream_connect
-                up.idle_timeout = self.config.timeouts.upstream_idle
-                up.eject_after = self.config.health.eject_after
+                up = Upstream(addr, pc.name, self.loop)
+            # New or kept over a reload (with its connections and counters): the settings
+            # of this config.
+            up.connect_timeout = self.config.timeouts.upstream_connect
+            up.idle_timeout = self.config.timeouts.upstream_idle
+            up.response_timeout = self.config.timeouts.upstream_response
+            up.eject_after = self.config.health.eject_after
             up.on_change = self._upstream_changed
             up.log_event = self.log_event
             ups.append(up)
@@ -388,13 +392,12 @@ class DataPlane:
         """End every exchange and tunnel still open to `pool` (or to its upstream
         `address`): a drain's deadline.  Returns how many."""
         def held(up) -> bool:
-            return up.pool == pool and (address is None or up.label == address)
+            return up is not None and up.pool == pool and (address is None or up.label == address)
 
         cut = 0
-        for client in [c for c in self.clients if c.holds() is not None]:
-            if held(client.holds()[0]):
-                client.cut_exchange()
-                cut += 1
+        for client in [c for c in self.clients if held((c.holds() or (None,))[0])]:
+            client.cut_exchange()
+            cut += 1
         for tunnel in [t for t in self.tunnels if held(t.upstream)]:
             tunnel.close(error="drain_cut")
             cut += 1

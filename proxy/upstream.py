@@ -30,7 +30,7 @@ from .errors import (
 )
 from .headers import HOP_BY_HOP, STATUS_LINES, without_named
 from .http11 import strict_response_parser
-from .retry import ANSWERED, NOT_SENT, TIMED_OUT, UNREAD, Delivery, delivery_at_close
+from .retry import ANSWERED, NOT_SENT, TIMED_OUT, Delivery, delivery_at_close
 
 if TYPE_CHECKING:
     from .client import ClientConnection
@@ -81,18 +81,20 @@ class Upstream:
 
     __slots__ = (
         "address", "label", "pool", "loop", "connect_timeout", "idle_timeout",
-        "idle", "inflight", "healthy", "passive_failures", "eject_after", "on_change",
-        "closes", "resent", "_closes_reported", "_last_report", "log_event", "enabled",
+        "response_timeout", "idle", "inflight", "healthy", "passive_failures", "eject_after",
+        "on_change", "closes", "resent", "_reported", "_last_report", "log_event", "enabled",
     )
 
-    def __init__(self, address: Address, pool: str, loop, connect_timeout: float,
-                 idle_timeout: float, eject_after: int = 3) -> None:
+    def __init__(self, address: Address, pool: str, loop, connect_timeout: float = 2.0,
+                 idle_timeout: float = 30.0, eject_after: int = 3,
+                 response_timeout: float = 60.0) -> None:
         self.address = address
         self.label = str(address)  # for logs, formatted once
         self.pool = pool
         self.loop = loop
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
+        self.response_timeout = response_timeout
         self.idle: list[UpstreamConnection] = []
         self.inflight = 0
         self.healthy = True
@@ -105,7 +107,7 @@ class Upstream:
         # and how many of those requests were sent again (unread, or keyed).
         self.closes = 0
         self.resent = 0
-        self._closes_reported = 0
+        self._reported = (0, 0)  # (closes, resent) at the last report
         self._last_report = -CLOSE_REPORT_INTERVAL
 
     def __repr__(self) -> str:
@@ -125,7 +127,7 @@ class Upstream:
             transport = conn.transport
             if transport is not None and not transport.is_closing() and \
                     now - conn.idle_since < self.idle_timeout:
-                conn.start(client, payload, is_head, True, body_file, now)
+                conn.start(client, payload, is_head, body_file, now)
                 return
             conn.close()
         self._connect(client, payload, is_head, body_file)
@@ -161,7 +163,7 @@ class Upstream:
                 self.inflight -= 1
                 self.release(conn)
                 return
-            conn.start(client, payload, is_head, False, body_file, time.monotonic())
+            conn.start(client, payload, is_head, body_file, time.monotonic())
             return
         self.inflight -= 1
         self.note_connect_failure()
@@ -176,17 +178,20 @@ class Upstream:
             if self.on_change is not None:
                 self.on_change(self, "passive")
 
-    def note_close(self, delivery: Delivery, resent: bool) -> None:
-        """The upstream closed a connection under one of our requests."""
+    def note_close(self, resent: bool) -> None:
+        """The upstream closed a connection under one of our requests (`resent`:
+        and the request went again).  Reported at most once a minute, with the
+        counts since the last report."""
         self.closes += 1
         self.resent += resent
         now = time.monotonic()
         if now - self._last_report >= CLOSE_REPORT_INTERVAL and self.log_event is not None:
+            closes, resent_before = self._reported
             self.log_event("upstream_closed_under_request", pool=self.pool,
-                           upstream=self.label, count=self.closes - self._closes_reported,
-                           unread=delivery is UNREAD, resent=resent, hint=_HYPERF_HINT)
+                           upstream=self.label, count=self.closes - closes,
+                           resent=self.resent - resent_before, hint=_HYPERF_HINT)
             self._last_report = now
-            self._closes_reported = self.closes
+            self._reported = (self.closes, self.resent)
 
     def release(self, conn: UpstreamConnection) -> None:
         if conn.transport is None or len(self.idle) >= MAX_IDLE:
@@ -211,8 +216,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an upstream; one request at a time."""
 
     __slots__ = (
-        "upstream", "transport", "parser", "client", "phase", "reused", "response_timeout",
-        "is_head", "status", "reason", "head", "hop", "length", "interim", "head_sent",
+        "upstream", "transport", "parser", "client", "phase", "is_head", "status", "reason", "head", "hop", "length", "interim", "head_sent",
         "body_framed", "idle_since", "deadline", "paused", "body_file", "write_paused",
     )
 
@@ -222,8 +226,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = strict_response_parser(self)
         self.client: ClientConnection | None = None
         self.phase = IDLE
-        self.reused = False
-        self.response_timeout = 0.0
         self.is_head = False
         self.status = 0
         self.reason = b""
@@ -242,20 +244,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.write_paused = False
 
     def __repr__(self) -> str:
-        return f"<UpstreamConnection {self.upstream.address} {self.phase.value} reused={self.reused}>"
+        return f"<UpstreamConnection {self.upstream.address} {self.phase.value}>"
 
     # -- driven by the client side -------------------------------------------------
 
-    def start(self, client: ClientConnection, payload: bytes, is_head: bool, reused: bool,
-              body_file, now: float) -> None:
+    def start(self, client: ClientConnection, payload: bytes, is_head: bool, body_file,
+              now: float) -> None:
         self.client = client
         self.phase = AWAITING
-        self.reused = reused
         self.head_sent = False
         self.is_head = is_head
         self._new_head()
-        self.response_timeout = client.upstream_response_timeout()
-        self.deadline = now + self.response_timeout
+        self.deadline = now + self.upstream.response_timeout
         client.exchange_started(self)
         if body_file is None:
             client.send_upstream(self.transport, payload)
@@ -309,7 +309,7 @@ class UpstreamConnection(asyncio.Protocol):
     def resume(self) -> None:
         if self.transport is not None and self.paused:
             self.paused = False
-            self.deadline = time.monotonic() + self.response_timeout
+            self.deadline = time.monotonic() + self.upstream.response_timeout
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -330,8 +330,10 @@ class UpstreamConnection(asyncio.Protocol):
                    ANSWERED if self.phase is RECEIVING else TIMED_OUT)
 
     def cut(self) -> None:
-        """A drain ran out of time: end this exchange (a stream, a long poll) now."""
-        self._fail(DrainCutError("still open at the drain deadline"), ANSWERED)
+        """A drain ran out of time: end this exchange (a stream, a long poll) now.
+        Like a response timeout, it is never resent (retry.py)."""
+        self._fail(DrainCutError("still open at the drain deadline"),
+                   ANSWERED if self.phase is RECEIVING else TIMED_OUT)
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -365,7 +367,7 @@ class UpstreamConnection(asyncio.Protocol):
             # Still mid-response: the timeout counts from the last bytes.  (A
             # response that ended in this read already went out with its flush.)
             if not self.paused:
-                self.deadline = time.monotonic() + self.response_timeout
+                self.deadline = time.monotonic() + self.upstream.response_timeout
             client.flush()
 
     def eof_received(self):
@@ -523,7 +525,7 @@ class UpstreamConnection(asyncio.Protocol):
         if client is not None:
             resent = client.on_upstream_error(self.upstream, err, delivery)
             if isinstance(err, UpstreamResetError) and delivery is not ANSWERED:
-                self.upstream.note_close(delivery, resent)
+                self.upstream.note_close(resent)
 
 
 def _without_content_length(head: list[bytes]) -> list[bytes]:

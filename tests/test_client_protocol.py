@@ -24,9 +24,11 @@ from proxy.client import (
     WAITING,
     ClientConnection,
 )
-from proxy.pause import Pause
+from proxy.pause import HeldRequests
 from proxy.plane import DataPlane, table_from
 from proxy.sticky import Signer
+
+from .fakes import FakeTransport
 
 CONFIG = """
 pools:
@@ -49,37 +51,6 @@ class FakeLoop:
             callback(*args)
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.written = b""
-        self.closing = False
-        self.reading = True
-
-    def get_extra_info(self, name):
-        return ("192.0.2.1", 40000) if name == "peername" else None
-
-    def set_write_buffer_limits(self, high=None):
-        pass
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-
 class Log:
     def warning(self, *args, **kwargs):
         pass
@@ -92,9 +63,9 @@ def client():
     cfg = config_module.from_text(CONFIG)
     loop = FakeLoop()
     plane = DataPlane(loop, cfg, table_from(cfg.weights), Signer(b"k" * 32), Log(), None)
-    plane.pause = Pause(60)  # requests are held: no upstream is needed
+    plane.pause = HeldRequests(60)  # requests are held: no upstream is needed
     conn = ClientConnection(plane)
-    transport = FakeTransport()
+    transport = FakeTransport(peer=("192.0.2.1", 40000))
     conn.connection_made(transport)
     return conn, transport, loop
 
@@ -108,7 +79,7 @@ def test_a_new_connection_has_the_header_timeout_and_closes_silently_on_it(clien
     assert conn.read is NEW and near(conn.deadline, 10)
     conn.timed_out(time.monotonic())
     loop.run_soon()
-    assert transport.closing and transport.written == b""  # nothing to say: no request began
+    assert transport.closing and transport.written == []  # nothing to say: no request began
     assert conn.read is STOPPED and conn.deadline == 0.0
 
 
@@ -134,7 +105,7 @@ def test_a_stalled_head_with_nothing_to_answer_gets_408(client):
     conn.data_received(b"GET /slow HTTP/1.1\r\n")
     conn.timed_out(time.monotonic())
     loop.run_soon()
-    assert transport.written.startswith(b"HTTP/1.1 408 ") and transport.closing
+    assert transport.data.startswith(b"HTTP/1.1 408 ") and transport.closing
 
 
 def test_a_stalled_next_head_while_answering_stops_reading_and_closes_after_the_answer(client):
@@ -156,7 +127,7 @@ def test_after_an_answer_the_connection_is_idle_with_the_idle_timeout(client):
     plane.refresh_health()
     conn.data_received(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
     loop.run_soon()
-    assert transport.written.startswith(b"HTTP/1.1 503 ") and not transport.closing
+    assert transport.data.startswith(b"HTTP/1.1 503 ") and not transport.closing
     assert conn.answer is NONE and conn.current is None
     assert conn.read is IDLE and near(conn.deadline, 60) and conn in conn.plane.idle
     conn.timed_out(time.monotonic())
@@ -168,4 +139,4 @@ def test_a_malformed_request_stops_reading(client):
     conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
     loop.run_soon()
     assert conn.read is STOPPED and not transport.reading
-    assert transport.written.startswith(b"HTTP/1.1 400 ") and transport.closing
+    assert transport.data.startswith(b"HTTP/1.1 400 ") and transport.closing

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import io
-import socket
 
 import pytest
 
@@ -20,46 +19,9 @@ from proxy.config import Address
 from proxy.retry import ANSWERED, NOT_SENT, TIMED_OUT, UNKNOWN, UNREAD
 from proxy.upstream import AWAITING, CLOSED, IDLE, RECEIVING, Upstream, UpstreamConnection
 
+from .fakes import FakeTransport
+
 REQUEST = b"POST /w HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok"
-
-
-class FakeSocket:
-    def __init__(self, so_error: int = 0) -> None:
-        self.so_error = so_error
-
-    def getsockopt(self, level, option):
-        assert (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR)
-        error, self.so_error = self.so_error, 0  # reading SO_ERROR clears it
-        return error
-
-    def fileno(self) -> int:
-        return -1  # _salvage's dup() fails: nothing to read beyond what a test delivers
-
-
-class FakeTransport:
-    def __init__(self, so_error: int = 0) -> None:
-        self.written: list[bytes] = []
-        self.closing = False
-        self.reading = True
-        self.sock = FakeSocket(so_error)
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str):
-        return self.sock if name == "socket" else None
 
 
 class FakeClient:
@@ -86,9 +48,6 @@ class FakeClient:
     def exchange_ended(self, conn) -> None:
         if self.exchange is conn:
             self.exchange = None
-
-    def upstream_response_timeout(self) -> float:
-        return 60.0
 
     def send_upstream(self, transport, payload: bytes) -> None:
         self.outbox.append((transport, payload))
@@ -128,18 +87,17 @@ class FakeClient:
 
 @pytest.fixture
 def upstream():
-    return Upstream(Address("tcp", host="127.0.0.1", port=9501), "blue", loop=None,
-                    connect_timeout=2.0, idle_timeout=30.0)
+    return Upstream(Address("tcp", host="127.0.0.1", port=9501), "blue", loop=None)
 
 
-def exchange(upstream, reused: bool = True, so_error: int = 0, body_file=None):
+def exchange(upstream, so_error: int = 0, body_file=None):
     """A connection carrying one request: (connection, its transport, the client)."""
     conn = UpstreamConnection(upstream)
-    transport = FakeTransport(so_error)
+    transport = FakeTransport(so_error=so_error)
     conn.connection_made(transport)
     client = FakeClient()
     upstream.inflight += 1
-    conn.start(client, REQUEST, False, reused, body_file, now=0.0)
+    conn.start(client, REQUEST, False, body_file, now=0.0)
     return conn, transport, client
 
 
@@ -216,7 +174,7 @@ def test_an_early_answer_during_the_upload_stops_the_pump_and_is_never_pooled(up
     upstream.inflight += 1
     conn.pause_writing()  # the socket buffer is full after the head
     conn.start(client, b"POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 327680\r\n\r\n",
-               False, True, body, now=0.0)
+               False, body, now=0.0)
     assert len(transport.written) == 1  # the head only
     conn.data_received(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n\r\n")
     conn.resume_writing()
