@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import sys
 import time
 
@@ -49,6 +50,10 @@ async def run_events(client: AdminClient, args) -> int:
             after = max(after, event.get("seq", 0))
         if not follow:
             return 0
+        if _reader_gone():
+            # `events -f | head -1`: the reader left while no event came to fail a write,
+            # and a quiet proxy may not send one for hours.  Leave as a broken pipe would.
+            raise BrokenPipeError
         await asyncio.sleep(POLL)
 
 
@@ -64,6 +69,16 @@ def _value(value) -> str:
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items())
     return str(value)
+
+
+def _reader_gone() -> bool:
+    """True once stdout is a pipe whose reading end is closed (poll says POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (ValueError, OSError):  # stdout closed or not a real file
+        return False
 
 
 def _note(text: str) -> None:

@@ -1003,10 +1003,12 @@ def test_events_lists_routing_changes_and_follows_them_across_a_restart(start_pr
 
 
 def test_events_piped_into_head_end_quietly(proxy):
+    # The reader starts late, so every line is already in the pipe and no later write
+    # fails: `events -f` has to notice by itself that the reader left.
     for i in range(30):
         assert admin(proxy, "PUT", "/weights", {"blue": 100 - i, "green": i})[0] == 200
     out = subprocess.run(f"{sys.executable} -m proxy.cli events -f --socket {proxy.admin} "
-                         "| head -1", shell=True, capture_output=True, text=True, cwd=ROOT,
+                         "| (sleep 1; head -1)", shell=True, capture_output=True, text=True, cwd=ROOT,
                          timeout=30)
     assert len(out.stdout.splitlines()) == 1
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
