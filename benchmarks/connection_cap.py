@@ -37,7 +37,7 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, n + 1000)), hard))
     work = tempfile.mkdtemp(prefix="sy-cap-")
-    pool = subprocess.Popen([sys.executable, "-m", "proxy.demo", "--pool", "blue"], cwd=ROOT,
+    pool = subprocess.Popen([sys.executable, "-m", "proxy.cli.demo", "--pool", "blue"], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     proxy = None
     try:

@@ -26,11 +26,11 @@ import uvloop
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proxy import config as config_module  # noqa: E402
-from proxy.accesslog import AccessLog  # noqa: E402
-from proxy.client import ClientConnection  # noqa: E402
-from proxy.plane import DataPlane, table_from  # noqa: E402
-from proxy.sticky import Signer  # noqa: E402
-from proxy.upstream import UpstreamConnection  # noqa: E402
+from proxy.dataplane.accesslog import AccessLog  # noqa: E402
+from proxy.dataplane.client import ClientConnection  # noqa: E402
+from proxy.dataplane.plane import DataPlane, table_from  # noqa: E402
+from proxy.dataplane.sticky import Signer  # noqa: E402
+from proxy.dataplane.upstream import UpstreamConnection  # noqa: E402
 
 BROWSER = (
     b"GET /api/items?id=42 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: wrk\r\n"

@@ -18,18 +18,18 @@ import socket
 import structlog
 
 from . import config as config_module
-from . import state as state_module
-from .accesslog import AccessFile, AccessLog
-from .admin import AdminServer
-from .client import ClientConnection
-from .control import Controller
-from .events import EventLog
-from .health import HealthChecker
-from .http11 import verify_strict
-from .metrics import render as render_metrics
-from .metrics import serve as serve_metrics
-from .plane import DataPlane, table_from
-from .sticky import Signer, load_or_create_secret
+from .control import state as state_module
+from .dataplane.accesslog import AccessFile, AccessLog
+from .control.admin import AdminServer
+from .dataplane.client import ClientConnection
+from .control.controller import Controller
+from .control.events import EventLog
+from .control.health import HealthChecker
+from .dataplane.http11 import verify_strict
+from .control.metrics import render as render_metrics
+from .control.metrics import serve as serve_metrics
+from .dataplane.plane import DataPlane, table_from
+from .dataplane.sticky import Signer, load_or_create_secret
 from .systemd import Notifier, listen_fds
 
 # Config keys a running process cannot take: sockets bound at start, files

@@ -156,7 +156,7 @@ class PoolProcess:
     def __init__(self, name: str, port: int = 0) -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.demo", "--pool", name, "--port", str(port)],
+            [sys.executable, "-m", "proxy.cli.demo", "--pool", name, "--port", str(port)],
             stdout=subprocess.PIPE, cwd=ROOT)
         line = self.proc.stdout.readline().decode()
         if not line.startswith("listening "):

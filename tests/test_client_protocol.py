@@ -13,7 +13,7 @@ import time
 import pytest
 
 from proxy import config as config_module
-from proxy.client import (
+from proxy.dataplane.client import (
     BODY,
     HEAD,
     HELD,
@@ -24,9 +24,9 @@ from proxy.client import (
     WAITING,
     ClientConnection,
 )
-from proxy.pause import HeldRequests
-from proxy.plane import DataPlane, table_from
-from proxy.sticky import Signer
+from proxy.dataplane.pause import HeldRequests
+from proxy.dataplane.plane import DataPlane, table_from
+from proxy.dataplane.sticky import Signer
 
 from .fakes import FakeTransport
 

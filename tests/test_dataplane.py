@@ -312,7 +312,7 @@ def test_unix_socket_upstream(tmp_path):
 
     path = str(tmp_path / "pool.sock")
     code = (
-        "import asyncio\nfrom aiohttp import web\nfrom proxy.demo import make_pool_app\n"
+        "import asyncio\nfrom aiohttp import web\nfrom proxy.cli.demo import make_pool_app\n"
         f"web.run_app(make_pool_app('green'), path={path!r}, print=None)\n"
     )
     from .support import ROOT

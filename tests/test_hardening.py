@@ -657,7 +657,7 @@ def test_upstream_closing_without_an_answer_gives_502_and_the_post_is_sent_once(
 
 
 def test_strict_parser_self_test_refuses_a_lenient_parser(monkeypatch):
-    from proxy import http11
+    from proxy.dataplane import http11
 
     http11.verify_strict()  # strict as shipped: passes
     lenient = http11.strict_request_parser

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.retry import (
+from proxy.dataplane.retry import (
     ANSWERED,
     MAX_TRIES,
     NOT_SENT,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from proxy.rollout import Rollout, judge
-from proxy.stats import BOUNDS, Window, quantile
+from proxy.control.rollout import Rollout, judge
+from proxy.dataplane.stats import BOUNDS, Window, quantile
 
 FAST = tuple([0, 0, 100] + [0] * (len(BOUNDS) - 2))  # all in the 2.5-5 ms bucket
 

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from proxy.plane import table_from
-from proxy.router import choose_pool, weighted_draw
+from proxy.dataplane.plane import table_from
+from proxy.dataplane.router import choose_pool, weighted_draw
 
 BOTH = frozenset({"blue", "green"})
 T = table_from({"blue": 90, "green": 10}, generation=3)

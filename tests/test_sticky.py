@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from proxy.sticky import Signer, find_cookie, load_or_create_secret
+from proxy.dataplane.sticky import Signer, find_cookie, load_or_create_secret
 
 KEY = b"k" * 32
 

@@ -16,8 +16,8 @@ import io
 import pytest
 
 from proxy.config import Address
-from proxy.retry import ANSWERED, NOT_SENT, TIMED_OUT, UNKNOWN, UNREAD
-from proxy.upstream import AWAITING, CLOSED, IDLE, RECEIVING, Upstream, UpstreamConnection
+from proxy.dataplane.retry import ANSWERED, NOT_SENT, TIMED_OUT, UNKNOWN, UNREAD
+from proxy.dataplane.upstream import AWAITING, CLOSED, IDLE, RECEIVING, Upstream, UpstreamConnection
 
 from .fakes import FakeTransport
 

@@ -34,7 +34,7 @@ from .retry import ANSWERED, NOT_SENT, TIMED_OUT, Delivery, delivery_at_close
 
 if TYPE_CHECKING:
     from .client import ClientConnection
-    from .config import Address
+    from ..config import Address
 
 # Idle connections kept per upstream beyond what is in use.  Swoole keeps a
 # connection per coroutine cheaply, but there is no point hoarding more than

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .stats import Window
+from ..dataplane.stats import Window
 
 RUNNING, HELD, COMPLETED, ROLLED_BACK, CANCELLED = (
     "running", "held", "completed", "rolled_back", "cancelled")

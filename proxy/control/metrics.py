@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .rollout import RUNNING
-from .stats import BOUNDS
+from ..dataplane.stats import BOUNDS
 
 
 def render(controller) -> str:

@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from . import config as config_module
-from .commands import CommandError, TesterCookie
+from .. import config as config_module
+from ..commands import CommandError, TesterCookie
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
 
@@ -72,13 +72,13 @@ async def _status(client: AdminClient, args) -> int:
 
 
 async def _weights(client: AdminClient, args) -> int:
-    from .cli import weights_body
+    from .main import weights_body
 
     return await _mutate(client, args, "PUT", "/weights", weights_body(args))
 
 
 async def _cutover(client: AdminClient, args) -> int:
-    from .cli import cutover_command
+    from .main import cutover_command
 
     cmd = cutover_command(args)
     code = await _mutate(client, args, "POST", "/cutover", cmd.to_json())
@@ -92,7 +92,7 @@ async def _rollback(client: AdminClient, args) -> int:
 
 
 async def _drain(client: AdminClient, args) -> int:
-    from .cli import drain_body
+    from .main import drain_body
 
     code = await _mutate(client, args, "POST", "/drain", drain_body(args), quiet=args.wait)
     if code == EXIT_OK and args.wait:
@@ -101,7 +101,7 @@ async def _drain(client: AdminClient, args) -> int:
 
 
 async def _pause(client: AdminClient, args) -> int:
-    from .cli import pause_body
+    from .main import pause_body
 
     return await _mutate(client, args, "POST", "/pause", pause_body(args))
 
@@ -117,7 +117,7 @@ async def _events(client: AdminClient, args) -> int:
 
 
 async def _upstream(client: AdminClient, args) -> int:
-    from .cli import upstream_body
+    from .main import upstream_body
 
     return await _mutate(client, args, "POST", "/upstream", upstream_body(args))
 

@@ -11,8 +11,8 @@ import json
 import os
 import sys
 
-from . import config as config_module
-from .commands import CommandError, Cutover, Weights
+from .. import config as config_module
+from ..commands import CommandError, Cutover, Weights
 from .console import Unreachable
 
 DEFAULT_SOCKET = "/run/switchyard/admin.sock"
@@ -186,9 +186,9 @@ def _serve_or_check(args) -> int:
         else:
             print(f"{path}: OK ({len(cfg.pools)} pools, listen {', '.join(map(str, cfg.listen))})")
         return EXIT_OK
-    from .accesslog import configure
-    from .server import serve
-    from .state import StateError
+    from ..dataplane.accesslog import configure
+    from ..server import serve
+    from ..control.state import StateError
 
     configure(cfg.log.format, cfg.log.level)
     try:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from .accesslog import AccessLog
-    from .config import Config
+    from ..config import Config
 
 
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from .commands import (
+from ..commands import (
     CommandError,
     ConflictError,
     Cutover,
@@ -26,12 +26,12 @@ from .commands import (
     Weights,
 )
 from .events import EventLog
-from .pause import HeldRequests
-from .plane import DataPlane, table_from
+from ..dataplane.pause import HeldRequests
+from ..dataplane.plane import DataPlane, table_from
 from .rollout import CANCELLED, COMPLETED, HELD, ROLLED_BACK, RUNNING, Rollout, judge
-from .router import RoutingTable
+from ..dataplane.router import RoutingTable
 from .state import SavedState, save
-from .stats import Snapshot, Window
+from ..dataplane.stats import Snapshot, Window
 
 TICK = 0.5  # how often a running rollout is judged
 # `_apply(rollout=KEEP)`: the change leaves the rollout as it is.  None clears it.

@@ -15,7 +15,7 @@ import sys
 import time
 
 from .console import Unreachable
-from .stats import quantile
+from ..dataplane.stats import quantile
 
 CLEAR = "\x1b[H\x1b[2J"
 

@@ -72,7 +72,7 @@ def make_pool_app(name: str, release: str = "1.0", bad: float = 0.0) -> web.Appl
         return resp
 
     async def set_bad(request: web.Request) -> web.Response:
-        from .config import parse_rate
+        from ..config import parse_rate
 
         try:
             failing["rate"] = parse_rate(request.query.get("rate", "0"))
@@ -134,9 +134,9 @@ def run_demo(first_port: int = 8080, load: float = 20.0, bad_green: float = 0.0,
 
 
 async def _demo(first_port: int, load: float, bad_green: float, fresh: bool) -> int:
-    from . import config as config_module
-    from .accesslog import configure
-    from .server import Server
+    from .. import config as config_module
+    from ..dataplane.accesslog import configure
+    from ..server import Server
 
     run_dir = os.path.abspath(RUN_DIR)
     os.makedirs(run_dir, mode=0o700, exist_ok=True)

@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from .commands import (
+from ..commands import (
     CommandError,
     Cutover,
     Drain,
@@ -31,7 +31,7 @@ from .commands import (
     Weights,
     parse_if_match,
 )
-from .control import Controller, caller_of
+from .controller import Controller, caller_of
 from .state import StateError
 
 _PEERCRED = struct.Struct("3i")
