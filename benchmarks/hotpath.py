@@ -26,11 +26,20 @@ import uvloop
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proxy import config as config_module  # noqa: E402
-from proxy.dataplane.accesslog import AccessLog  # noqa: E402
-from proxy.dataplane.client import ClientConnection  # noqa: E402
-from proxy.dataplane.plane import DataPlane, table_from  # noqa: E402
-from proxy.dataplane.sticky import Signer  # noqa: E402
-from proxy.dataplane.upstream import UpstreamConnection  # noqa: E402
+
+try:  # the layered package (issue 10)
+    from proxy.dataplane.accesslog import AccessLog
+    from proxy.dataplane.client import ClientConnection
+    from proxy.dataplane.connection import UpstreamConnection
+    from proxy.dataplane.plane import DataPlane
+    from proxy.dataplane.router import table_from
+    from proxy.dataplane.sticky import Signer
+except ImportError:  # a tree from before it, for a before/after comparison
+    from proxy.accesslog import AccessLog
+    from proxy.client import ClientConnection
+    from proxy.plane import DataPlane, table_from
+    from proxy.sticky import Signer
+    from proxy.upstream import UpstreamConnection
 
 BROWSER = (
     b"GET /api/items?id=42 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: wrk\r\n"
@@ -101,13 +110,17 @@ def build(log: bool):
     plane = DataPlane(loop, cfg, table_from(cfg.weights), Signer(b"k" * 32), _Quiet(), access)
     for pool in plane.pools.values():
         for up in pool.upstreams:
-            up.healthy = True
             for _ in range(CLIENTS):
                 conn = UpstreamConnection(up)
                 conn.connection_made(FakeTransport())
                 conn.idle_since = 1e18  # never expires
                 up.idle.append(conn)
-    plane.refresh_health()
+    if hasattr(plane, "set_health"):
+        for pool in plane.pools.values():
+            for up in pool.upstreams:
+                plane.set_health(up, True)
+    else:
+        plane.refresh_health()
     clients = []
     for i in range(CLIENTS):
         client = ClientConnection(plane)
@@ -116,12 +129,18 @@ def build(log: bool):
     return loop, plane, clients, access
 
 
+def _upstream_of(client):
+    current = client.current
+    return current.conn if hasattr(current, "conn") else client.upstream
+
+
 def run(n: int, log: bool, messages=BROWSER) -> float:
     """Microseconds of Python per request, over about `n` requests."""
     request, response = messages
     loop, plane, clients, access = build(log)
     # Trees from before the plane queued writes (commit 2685e05) write at once.
-    flush_writes = getattr(plane, "flush_writes", lambda: None)
+    outbox = getattr(plane, "outbox", None)
+    flush_writes = outbox.flush if outbox else getattr(plane, "flush_writes", lambda: None)
     passes = max(1, n // CLIENTS)
     t0 = time.perf_counter()
     for i in range(passes):
@@ -129,7 +148,7 @@ def run(n: int, log: bool, messages=BROWSER) -> float:
             client.data_received(request)
         flush_writes()  # the end of the pass: the queued requests go out
         for client in clients:
-            client.upstream.data_received(response)
+            _upstream_of(client).data_received(response)
         flush_writes()
         if i % 64 == 63:
             # Run the loop once, so that the flush_writes callbacks `send`

@@ -28,7 +28,8 @@ from .control.health import HealthChecker
 from .dataplane.http11 import verify_strict
 from .control.metrics import render as render_metrics
 from .control.metrics import serve as serve_metrics
-from .dataplane.plane import DataPlane, table_from
+from .dataplane.plane import DataPlane
+from .dataplane.router import table_from
 from .dataplane.sticky import Signer, load_or_create_secret
 from .systemd import Notifier, listen_fds
 

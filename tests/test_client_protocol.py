@@ -16,16 +16,16 @@ from proxy import config as config_module
 from proxy.dataplane.client import (
     BODY,
     HEAD,
-    HELD,
     IDLE,
     NEW,
-    NONE,
     STOPPED,
     WAITING,
     ClientConnection,
 )
+from proxy.dataplane.exchange import HELD
 from proxy.dataplane.pause import HeldRequests
-from proxy.dataplane.plane import DataPlane, table_from
+from proxy.dataplane.plane import DataPlane
+from proxy.dataplane.router import table_from
 from proxy.dataplane.sticky import Signer
 
 from .fakes import FakeTransport
@@ -89,7 +89,7 @@ def test_a_head_in_pieces_keeps_the_header_timeout_then_waits_with_no_clock(clie
     assert conn.read is HEAD and near(conn.deadline, 10)
     conn.data_received(b"st: x\r\n\r\n")
     assert conn.read is WAITING and conn.deadline == 0.0  # the answer's clocks are elsewhere
-    assert conn.answer is HELD and conn.is_waiting()  # held by the pause
+    assert conn.current.phase is HELD and conn.current.is_waiting()  # held by the pause
 
 
 def test_a_body_has_the_body_timeout(client):
@@ -97,7 +97,7 @@ def test_a_body_has_the_body_timeout(client):
     conn.data_received(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
     assert conn.read is BODY and near(conn.deadline, 30)
     conn.data_received(b"cd")
-    assert conn.read is WAITING and conn.current.body_size == 4
+    assert conn.read is WAITING and conn.current.request.body_size == 4
 
 
 def test_a_stalled_head_with_nothing_to_answer_gets_408(client):
@@ -114,7 +114,7 @@ def test_a_stalled_next_head_while_answering_stops_reading_and_closes_after_the_
     assert conn.current is not None and conn.read is HEAD
     conn.timed_out(time.monotonic())
     assert conn.read is STOPPED and not transport.closing  # the first answer comes first
-    assert conn.keep_alive is False and conn.current.keep_alive is False
+    assert conn.current.keep_alive is False
 
 
 def test_after_an_answer_the_connection_is_idle_with_the_idle_timeout(client):
@@ -123,12 +123,11 @@ def test_after_an_answer_the_connection_is_idle_with_the_idle_timeout(client):
     plane.pause = None
     for pool in plane.pools.values():  # no upstream here: the proxy answers 503 itself
         for up in pool.upstreams:
-            up.healthy = False
-    plane.refresh_health()
+            plane.set_health(up, False)
     conn.data_received(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
     loop.run_soon()
     assert transport.data.startswith(b"HTTP/1.1 503 ") and not transport.closing
-    assert conn.answer is NONE and conn.current is None
+    assert conn.current is None
     assert conn.read is IDLE and near(conn.deadline, 60) and conn in conn.plane.idle
     conn.timed_out(time.monotonic())
     assert transport.closing  # an idle keep-alive connection closes without a word

@@ -1,4 +1,6 @@
-"""The rollout verdict as a table: wait, hold, advance, roll back."""
+"""The rollout verdict as a table: stay, wait, advance, roll back."""
+
+import dataclasses
 
 import pytest
 
@@ -21,12 +23,12 @@ def slow(requests):  # all between 0.5 and 1 s
 
 @pytest.mark.parametrize("target, source, elapsed, max_p99, expected", [
     # too few requests to judge, before and after the interval
-    (w(10, 5), w(500, 0), 5, None, "hold"),
+    (w(10, 5), w(500, 0), 5, None, "stay"),
     (w(10, 5), w(500, 0), 31, None, "wait"),
     # a breach rolls back at once, even mid-step
     (w(100, 5), w(500, 0), 1, None, "rollback"),
-    # within the threshold: hold until the interval is over, then advance
-    (w(100, 0), w(500, 0), 10, None, "hold"),
+    # within the threshold: stay until the interval is over, then advance
+    (w(100, 0), w(500, 0), 10, None, "stay"),
     (w(100, 0), w(500, 0), 30, None, "advance"),
     # both pools fail alike: not the new release's fault
     (w(100, 5), w(500, 30), 30, None, "advance"),
@@ -56,9 +58,15 @@ def test_quantile_interpolates_within_a_bucket():
 
 
 def test_rollout_weights_and_json_round_trip():
-    r = Rollout("green", "blue", [5, 25, 100], 30, 0.01, None, 50)
+    r = Rollout("green", "blue", [5, 25, 100], 30, 0.01, None, 50, id="a1")
     assert r.weights(["blue", "green"]) == {"blue": 95, "green": 5}
-    r.step_index = 2
+    r = dataclasses.replace(r, step_index=2)
     assert r.weights(["blue", "green"]) == {"blue": 0, "green": 100}
     again = Rollout.from_json(r.to_json(now=0))
-    assert again == r
+    assert again == r and again.id == "a1"
+
+
+def test_a_rollout_is_a_frozen_value():
+    r = Rollout("green", "blue", [5, 100], 30, 0.01, None, 50)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.state = "held"

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from proxy.dataplane.plane import table_from
+from proxy.dataplane.router import table_from
 from proxy.dataplane.router import choose_pool, weighted_draw
 
 BOTH = frozenset({"blue", "green"})

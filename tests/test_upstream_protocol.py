@@ -4,8 +4,7 @@ Deterministic, in milliseconds: each test sets up one phase of an exchange,
 delivers what the kernel would (bytes, a FIN, a reset) and checks how far the
 request got (`retry.Delivery`), what the client side was told, and whether
 the connection went back to the pool.  The fake client implements exactly
-the interface the upstream side may use (proxy/client.py, "what the upstream
-side may ask of us").
+the interface the upstream side may use (proxy/dataplane/sink.py, ResponseSink).
 """
 
 from __future__ import annotations
@@ -17,7 +16,9 @@ import pytest
 
 from proxy.config import Address
 from proxy.dataplane.retry import ANSWERED, NOT_SENT, TIMED_OUT, UNKNOWN, UNREAD
-from proxy.dataplane.upstream import AWAITING, CLOSED, IDLE, RECEIVING, Upstream, UpstreamConnection
+from proxy.dataplane.connection import UpstreamConnection
+from proxy.dataplane.response import AWAITING, CLOSED, IDLE, RECEIVING
+from proxy.dataplane.upstream import Upstream
 
 from .fakes import FakeTransport
 
@@ -25,7 +26,8 @@ REQUEST = b"POST /w HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok"
 
 
 class FakeClient:
-    """The client side as the upstream side sees it, recording every call."""
+    """The exchange as the upstream side sees it (a sink.ResponseSink), recording
+    every call."""
 
     def __init__(self, resend: bool = False) -> None:
         self.transport = object()
@@ -39,13 +41,16 @@ class FakeClient:
         self.flushes = 0
 
     # -- the interface ------------------------------------------------------------------
+    def wanted(self) -> bool:
+        return self.transport is not None
+
     def connecting_to(self, task) -> None: ...
     def connect_done(self, task) -> None: ...
 
-    def exchange_started(self, conn) -> None:
+    def attached(self, conn) -> None:
         self.exchange = conn
 
-    def exchange_ended(self, conn) -> None:
+    def detached(self, conn) -> None:
         if self.exchange is conn:
             self.exchange = None
 
@@ -74,7 +79,7 @@ class FakeClient:
     def on_upstream_upgraded(self, conn, head, rest) -> None:
         raise AssertionError("no upgrade here")
 
-    def flush(self) -> None:
+    def pass_on(self) -> None:
         self.flushes += 1
 
     # -- for the tests ------------------------------------------------------------------

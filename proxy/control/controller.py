@@ -10,10 +10,8 @@ when the CLI that started it goes away.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import replace
-from typing import Any
 
 from ..commands import (
     CommandError,
@@ -25,15 +23,14 @@ from ..commands import (
     UpstreamToggle,
     Weights,
 )
-from .events import EventLog
 from ..dataplane.pause import HeldRequests
-from ..dataplane.plane import DataPlane, table_from
-from .rollout import CANCELLED, COMPLETED, HELD, ROLLED_BACK, RUNNING, Rollout, judge
-from ..dataplane.router import RoutingTable
+from ..dataplane.plane import DataPlane
+from ..dataplane.router import RoutingTable, table_from
+from .events import EventLog
+from .progressive import RolloutClock, internal
+from .rollout import CANCELLED, HELD, ROLLED_BACK, Rollout
 from .state import SavedState, save
-from ..dataplane.stats import Snapshot, Window
-
-TICK = 0.5  # how often a running rollout is judged
+from .status import pools_view
 # `_apply(rollout=KEEP)`: the change leaves the rollout as it is.  None clears it.
 KEEP = object()
 
@@ -43,9 +40,10 @@ class Controller:
         self.plane = plane
         self.state_file = state_file
         self.events = events
+        # The rollout as saved with the table (this class writes it, in _apply);
+        # the clock that steps and judges it is progressive.py.
         self.rollout: Rollout | None = None
-        self._rollout_task: asyncio.Task | None = None
-        self._step_marks: tuple[Snapshot, Snapshot] | None = None
+        self.clock = RolloutClock(self)
         self._drain_deadlines: dict[str, asyncio.TimerHandle] = {}
         self._pause_timer: asyncio.TimerHandle | None = None
 
@@ -66,7 +64,7 @@ class Controller:
             "generation": table.generation,
             "weights": dict(table.weights),
             "previous": table.previous,
-            "pools": self.plane.status(),
+            "pools": pools_view(self.plane),
             "grace": {p: round(t - now, 1) for p, t in table.grace_until.items() if t > now},
             "rollout": None if self.rollout is None else self.rollout.to_json(time.time()),
             "draining": self.plane.draining,
@@ -82,11 +80,11 @@ class Controller:
 
     def set_weights(self, cmd: Weights, caller: dict, event: str = "weights_changed") -> dict:
         """New weights by hand; cancels a rollout in progress."""
-        rollout = self._ended(CANCELLED, "weights set by hand")
-        self._set(cmd.weights, event, caller, rollout=rollout)
+        rollout = self.ended(CANCELLED, "weights set by hand")
+        self.set(cmd.weights, event, caller, rollout=rollout)
         return self.status()
 
-    def _set(self, weights: dict[str, int], event: str, caller: dict, rollout=KEEP,
+    def set(self, weights: dict[str, int], event: str, caller: dict, rollout=KEEP,
              **why) -> None:
         table = self.table
         now = self.plane.loop.time()
@@ -103,7 +101,7 @@ class Controller:
     async def cutover(self, cmd: Cutover, caller: dict, expected: int | None) -> dict:
         """All new traffic to `cmd.to` once it is healthy; 409 if it does not become so."""
         if not cmd.force:
-            await self._wait_healthy(cmd.to)
+            await self.wait_healthy(cmd.to)
         # The wait yielded to the loop: another operator may have moved on.
         self.check_generation(expected)
         weights = {p: (100 if p == cmd.to else 0) for p in self.pools}
@@ -118,7 +116,7 @@ class Controller:
             if self._graced(table):
                 return self._end_grace(caller)
             raise ConflictError("nothing to roll back to: no previous pool")
-        rollout = rollout or self._ended(ROLLED_BACK, reason or "rolled back by hand")
+        rollout = rollout or self.ended(ROLLED_BACK, reason or "rolled back by hand")
         epochs = dict(table.epochs)
         for pool, weight in table.weights.items():
             if pool != back and weight > 0:
@@ -151,7 +149,7 @@ class Controller:
                          previous=table.previous if table.previous in addresses else None,
                          epochs=keep(table.epochs), grace_until=keep(table.grace_until),
                          disabled=disabled)
-        self._apply(new, "routing_fitted_to_config", _internal("reload"), pools=sorted(addresses))
+        self._apply(new, "routing_fitted_to_config", internal("reload"), pools=sorted(addresses))
 
     def _graced(self, table: RoutingTable) -> list[str]:
         now = self.plane.loop.time()
@@ -188,7 +186,7 @@ class Controller:
         weights[cmd.pool] = 0
         if not any(weights.values()):
             raise ConflictError(f"cannot drain {cmd.pool}: no other pool has weight")
-        rollout = self._ended(CANCELLED, f"pool {cmd.pool} drained")
+        rollout = self.ended(CANCELLED, f"pool {cmd.pool} drained")
         grace = {p: t for p, t in table.grace_until.items() if p != cmd.pool}
         new = table_from(weights, generation=table.generation + 1,
                          previous=_previous_after(table, weights), epochs=dict(table.epochs),
@@ -260,13 +258,13 @@ class Controller:
 
     def stopping(self) -> None:
         """The proxy stops: held requests go on now, so that the drain can finish them."""
-        self.resume(_internal("shutdown"), reason="the proxy is stopping")
+        self.resume(internal("shutdown"), reason="the proxy is stopping")
 
     def _pause_expired(self) -> None:
         self._pause_timer = None
         self.events.emit("pause_expired", level="warning",
                          waiting=self.plane.pause.waiting() if self.plane.pause else 0)
-        self.resume(_internal("pause timeout"), reason="timeout")
+        self.resume(internal("pause timeout"), reason="timeout")
 
     def set_upstream(self, cmd: UpstreamToggle, caller: dict, event: str | None = None,
                      **why) -> dict:
@@ -307,7 +305,7 @@ class Controller:
                 f"disabling {address} would leave pool {pool} (weight {weight}) with no "
                 "enabled, healthy upstream; nothing changed (--force to do it anyway)")
 
-    async def _wait_healthy(self, pool: str) -> None:
+    async def wait_healthy(self, pool: str) -> None:
         loop = self.plane.loop
         wait = self.plane.config.timeouts.cutover_wait
         deadline = loop.time() + wait
@@ -334,109 +332,29 @@ class Controller:
         self.rollout = rollout
         if rollout is not None and rollout is not old_rollout and old_rollout is not None \
                 and old_rollout.active and not rollout.active:
-            self._announce_end(rollout)
+            self.announce_end(rollout)
         self.events.emit(event, old=dict(old.weights), new=dict(new.weights),
                          generation=new.generation, previous=new.previous, **why, **caller)
 
-    # -- progressive rollouts -----------------------------------------------------
-
-    async def start_rollout(self, cmd: Cutover, caller: dict, expected: int | None = None) -> dict:
-        """Start stepping traffic to `cmd.to`; the proxy runs it from here (202)."""
-        self._refuse_second_rollout()
-        source = _main_pool(self.table.weights, exclude=cmd.to)
-        if source is None:
-            raise ConflictError(f"{cmd.to} already has all the traffic")
-        if not cmd.force:
-            await self._wait_healthy(cmd.to)
-        # The wait yielded to the loop: re-check what another caller may have done.
-        self.check_generation(expected)
-        self._refuse_second_rollout()
-        defaults = self.plane.config.rollout
-        now = time.time()
-        rollout = Rollout(
-            target=cmd.to, source=source, steps=list(cmd.steps),
-            interval=cmd.interval or defaults.interval,
-            max_error_rate=defaults.max_error_rate if cmd.max_error_rate is None
-            else cmd.max_error_rate,
-            max_p99=cmd.max_p99 if cmd.max_p99 is not None else defaults.max_p99,
-            min_requests=cmd.min_requests or defaults.min_requests,
-            started_at=now, step_started_at=now)
-        self._enter_step(rollout, caller, "rollout_started")
-        self._rollout_task = self.plane.loop.create_task(self._run_rollout(rollout))
-        return self.status()
-
-    def _refuse_second_rollout(self) -> None:
-        if self.rollout is not None and self.rollout.state == RUNNING:
-            raise ConflictError(f"a rollout to {self.rollout.target} is in progress; "
-                                "roll back or set weights first")
-
-    def _enter_step(self, rollout: Rollout, caller: dict, event: str = "rollout_step") -> None:
-        """Apply `rollout`'s current step (saved first); start its judging window."""
-        rollout.step_started_at = time.time()
-        marks = (self._snapshot(rollout.target), self._snapshot(rollout.source))
-        self._set(rollout.weights(self.pools), event, caller, rollout=rollout,
-                  step=rollout.step_index + 1, percent=rollout.percent, to=rollout.target)
-        self._step_marks = marks
-
-    def _snapshot(self, pool: str) -> Snapshot:
-        p = self.plane.pools.get(pool)
-        return Snapshot.of(p) if p is not None else Snapshot.empty()
-
-    async def _run_rollout(self, rollout: Rollout) -> None:
-        """Judge `rollout` every TICK while it is the one running (a newer one,
-        or its end, stops this task)."""
-        started = rollout.started_at  # identifies this rollout across its step copies
-        while True:
-            await asyncio.sleep(TICK)
-            rollout = self.rollout
-            if rollout is None or rollout.started_at != started or rollout.state != RUNNING:
-                return
-            try:
-                self._tick(rollout)
-            except Exception as exc:  # e.g. a failed save: hold, say so, retry nothing
-                self.events.emit("rollout_failed", level="error", error=repr(exc))
-                if self.rollout is not None and self.rollout.state == RUNNING:
-                    self.rollout = replace(self.rollout, state=HELD,
-                                           reason=f"holding after an error: {exc}")
-                return
-
-    def _tick(self, r: Rollout) -> None:
-        target_mark, source_mark = self._step_marks
-        target = Window.between(target_mark, self._snapshot(r.target))
-        source = Window.between(source_mark, self._snapshot(r.source))
-        r.window, r.baseline = target.to_json(), source.to_json()
-        verdict = judge(target, source, time.time() - r.step_started_at, r.interval,
-                        r.max_error_rate, r.max_p99, r.min_requests)
-        if verdict.action == "rollback":
-            self._auto_rollback(r, verdict.reason)
-        elif verdict.action == "advance":
-            self._advance(r)
-        else:
-            r.reason = verdict.reason
-
-    def _advance(self, r: Rollout) -> None:
-        if r.step_index + 1 >= len(r.steps):
-            done = replace(r, state=COMPLETED, reason=f"all traffic on {r.target}")
-            save(self.state_file, saved_state(self.table, done))
-            self.rollout = done
-            self._announce_end(done)
-            return
-        self._enter_step(replace(r, step_index=r.step_index + 1, reason=""), _internal())
-
-    def _auto_rollback(self, r: Rollout, reason: str) -> None:
-        why = f"step {r.step_index + 1} ({r.percent}% to {r.target}): {reason}"
-        ended = replace(r, state=ROLLED_BACK, reason=why)
-        # Traffic returns to the pool the rollout left, whatever `previous` says.
-        self.rollback(_internal(), reason=f"automatic: {why}", back=r.source, rollout=ended)
-
-    def _ended(self, state: str, reason: str) -> Rollout | None:
+    def ended(self, state: str, reason: str) -> Rollout | None:
         """The active rollout as it would be once ended (None when none is active)."""
         r = self.rollout
         if r is None or not r.active:
             return None
         return replace(r, state=state, reason=reason)
 
-    def _announce_end(self, r: Rollout) -> None:
+    def show(self, rollout: Rollout) -> None:
+        """The running rollout as last judged (its window; why it waits): shown
+        in status, saved with the next change."""
+        self.rollout = rollout
+
+    def complete(self, done: Rollout) -> None:
+        """The last step held: the rollout ends, traffic stays where it is."""
+        save(self.state_file, saved_state(self.table, done))
+        self.rollout = done
+        self.announce_end(done)
+
+    def announce_end(self, r: Rollout) -> None:
         level = "warning" if r.state == ROLLED_BACK else "info"
         self.events.emit(f"rollout_{r.state}", level=level, to=r.target, reason=r.reason,
                          step=r.step_index + 1, percent=r.percent, window=r.window,
@@ -458,24 +376,27 @@ class Controller:
                 self.rollout = None
                 self.events.emit("rollout_not_restored", level="warning", error=repr(exc))
                 return
-            if self.rollout.active:
+            r = self.rollout
+            if r.active:
                 # We cannot know what happened while we were down: hold, and say so.
-                self.rollout.state = HELD
-                self.rollout.reason = (
-                    f"proxy restarted during step {self.rollout.step_index + 1} "
-                    f"({self.rollout.percent}% to {self.rollout.target}); holding there: "
-                    "run the cutover again to continue, or roll back")
+                self.rollout = replace(r, state=HELD, reason=(
+                    f"proxy restarted during step {r.step_index + 1} "
+                    f"({r.percent}% to {r.target}); holding there: "
+                    "run the cutover again to continue, or roll back"))
                 self.events.emit("rollout_held", level="warning", reason=self.rollout.reason)
 
     def persist(self) -> None:
         save(self.state_file, saved_state(self.table, self.rollout))
 
+    async def start_rollout(self, cmd: Cutover, caller: dict, expected: int | None = None) -> dict:
+        """Start stepping traffic to `cmd.to`; the proxy runs it from here (202)."""
+        await self.clock.start(cmd, caller, expected)
+        return self.status()
+
     async def close(self) -> None:
         for handle in self._drain_deadlines.values():
             handle.cancel()
-        if self._rollout_task is not None:
-            self._rollout_task.cancel()
-            await asyncio.gather(self._rollout_task, return_exceptions=True)
+        await self.clock.close()
 
 
 def saved_state(table: RoutingTable, rollout: Rollout | None) -> SavedState:
@@ -487,12 +408,6 @@ def saved_state(table: RoutingTable, rollout: Rollout | None) -> SavedState:
         rollout=None if rollout is None else rollout.to_json(),
         disabled={p: sorted(a) for p, a in table.disabled.items()},
     )
-
-
-def _main_pool(weights, exclude: str) -> str | None:
-    """The pool with the most weight other than `exclude` (the one a rollout leaves)."""
-    candidates = [(w, p) for p, w in weights.items() if p != exclude and w > 0]
-    return max(candidates)[1] if candidates else None
 
 
 def _previous_after(table: RoutingTable, weights: dict[str, int]) -> str | None:
@@ -521,14 +436,9 @@ def _grace_after(table: RoutingTable, weights: dict[str, int], now: float,
     return out
 
 
-def _internal(via: str = "rollout") -> dict[str, Any]:
-    """Log fields for a change the proxy made itself."""
-    return {"uid": os.getuid(), "pid": os.getpid(), "via": via}
-
-
 def caller_of(peer: tuple[int, int, int] | None) -> dict:
     """Log fields naming who made a change (pid, uid, gid from SO_PEERCRED)."""
     if peer is None:
-        return _internal()
+        return internal()
     pid, uid, gid = peer
     return {"uid": uid, "pid": pid, "gid": gid}

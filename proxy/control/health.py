@@ -75,9 +75,8 @@ class HealthChecker:
         for up in current:
             if up not in self._tasks:
                 state = self._states.setdefault(up, HealthState(cfg.rise, cfg.fall))
-                up.healthy = state.healthy
+                self.plane.set_health(up, state.healthy)
                 self._tasks[up] = asyncio.get_running_loop().create_task(self._loop(up))
-        self.plane.refresh_health()
 
     async def check_all_once(self) -> None:
         """One round of checks, so the first routing decisions see real health."""
@@ -107,9 +106,8 @@ class HealthChecker:
             self._changed(up, state, cause, "connect failures")
 
     def _changed(self, up, state: HealthState, cause: str, detail: str) -> None:
-        up.healthy = state.healthy
         up.passive_failures = 0
-        self.plane.refresh_health()
+        self.plane.set_health(up, state.healthy)
         fields = dict(pool=up.pool, upstream=str(up.address), healthy=state.healthy,
                       cause=cause, detail=detail)
         level = "info" if state.healthy else "warning"  # coming back is good news

@@ -21,7 +21,7 @@ RUNNING, HELD, COMPLETED, ROLLED_BACK, CANCELLED = (
 
 @dataclass(frozen=True)
 class Verdict:
-    action: str  # "wait" | "hold" | "advance" | "rollback"
+    action: str  # "stay" (the step goes on) | "wait" (for traffic) | "advance" | "rollback"
     reason: str = ""
 
 
@@ -40,7 +40,7 @@ def judge(target: Window, source: Window | None, elapsed: float, interval: float
         if reason:
             return Verdict("rollback", reason)
     if elapsed < interval:
-        return Verdict("hold")
+        return Verdict("stay")
     if target.requests < min_requests:
         return Verdict("wait", f"{target.requests}/{min_requests} requests to judge this step")
     return Verdict("advance")
@@ -63,9 +63,14 @@ def _breach(target: Window, source: Window | None, max_error_rate: float,
     return ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rollout:
-    """A progressive cutover's plan and progress; saved with the routing state."""
+    """A progressive cutover's plan and progress; saved with the routing state.
+
+    Frozen: every change (a step, a verdict, its end) is a new value made with
+    `dataclasses.replace`, which keeps `id`, so one rollout is recognised
+    across its copies.
+    """
 
     target: str
     source: str
@@ -81,6 +86,7 @@ class Rollout:
     step_started_at: float = 0.0  # wall clock
     window: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
+    id: str = ""  # random, given at start (a saved rollout from before ids: "")
 
     @property
     def percent(self) -> int:

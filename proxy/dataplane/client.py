@@ -21,24 +21,18 @@ import httptools
 from .errors import (
     BadRequestError,
     HeaderTooLargeError,
-    NoHealthyPoolError,
-    InternalError,
     ProxyError,
     TargetTooLongError,
-    UpstreamProtocolError,
     VersionNotSupportedError,
     error_response,
 )
-from .headers import came_over_https
+from .exchange import Exchange
 from .http11 import strict_request_parser
 from .request import Request
-from .retry import ANSWERED, Delivery, may_resend
 from .tunnel import Tunnel
 
 if TYPE_CHECKING:
     from .plane import DataPlane
-    from .pool import Pool
-    from .upstream import Upstream, UpstreamConnection
 
 MAX_TARGET = 8192
 # Pipelined requests parsed ahead of the one being answered; past this we stop
@@ -60,18 +54,6 @@ class Read(enum.Enum):
 
 
 NEW, IDLE, HEAD, BODY, WAITING, STOPPED = Read
-
-
-class Answer(enum.Enum):
-    """The answer side: what is happening to `current`, the request being answered."""
-
-    NONE = "none"              # nothing is being answered
-    HELD = "held"              # it waits for a pause to end (pause.py)
-    FORWARDING = "forwarding"  # sent (or being connected) to an upstream; no head back yet
-    STREAMING = "streaming"    # the answer's head went out to the client
-
-
-NONE, HELD, FORWARDING, STREAMING = Answer
 # The timeout (a field of TimeoutsConfig) that runs in each phase; none in the others.
 DEADLINES = {NEW: "client_header", IDLE: "client_idle", HEAD: "client_header",
              BODY: "client_body"}
@@ -82,10 +64,8 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "plane", "transport", "parser", "peer", "peer_bytes", "trusted", "queue", "reading",
-        "current", "upstream", "connecting", "out", "paused_writing", "read_paused",
-        "deadline", "send_deadline", "head_size", "pool", "upstream_addr", "set_cookie",
-        "keep_alive", "chunked_out", "status", "sent_bytes", "early", "in_next",
-        "idle_since", "read", "answer",
+        "current", "paused_writing", "read_paused", "deadline", "send_deadline", "head_size",
+        "early", "starting", "idle_since", "read",
     )
 
     def __init__(self, plane: DataPlane) -> None:
@@ -97,33 +77,22 @@ class ClientConnection(asyncio.Protocol):
         self.trusted = False
         self.queue: deque[Request] = deque()
         self.reading: Request | None = None
-        self.current: Request | None = None
-        self.upstream: UpstreamConnection | None = None
-        self.connecting = None
-        self.out: list[bytes] = []
+        self.current: Exchange | None = None  # the request being answered
         self.paused_writing = False
         self.read_paused = False
-        self.deadline = 0.0
-        self.send_deadline = 0.0
+        self.deadline = 0.0  # of the read phase (DEADLINES)
+        self.send_deadline = 0.0  # while the client does not read what we send
         self.head_size = 0
-        self.pool: Pool | None = None
-        self.upstream_addr = None
-        self.set_cookie = False
-        self.keep_alive = True
-        self.chunked_out = False
-        self.status = 0
-        self.sent_bytes = 0
         # Bytes that followed a WebSocket handshake, held until the upstream
         # accepts it (None: not waiting for an upgrade).
         self.early: bytearray | None = None
-        self.in_next = False
+        self.starting = False  # inside _next (see there)
         self.idle_since = 0.0  # when it last became idle (see DataPlane.idle)
         self.read = NEW
-        self.answer = NONE
 
     def __repr__(self) -> str:
         return (f"<ClientConnection {self.peer} read={self.read.value} "
-                f"answer={self.answer.value} queued={len(self.queue)}>")
+                f"current={self.current!r} queued={len(self.queue)}>")
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -134,7 +103,7 @@ class ClientConnection(asyncio.Protocol):
         if isinstance(peer, tuple):
             self.peer = peer[0]
             self.peer_bytes = self.peer.encode()
-            self.trusted = plane.is_trusted_proxy(self.peer)
+            self.trusted = plane.forwarding.is_trusted_proxy(self.peer)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         if len(plane.clients) >= plane.max_connections and not plane.evict_idle():
             # Every connection is busy with a request: only then is a new one refused.
@@ -172,7 +141,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _upgrade_requested(self, rest: bytes) -> None:
         """llhttp stopped after a request with Upgrade; what now depends on the kind."""
-        last = self.queue[-1] if self.queue else self.current
+        last = self.queue[-1] if self.queue else self.current.request if self.current else None
         if last is not None and last.upgrade:
             # Nothing more is HTTP until the upstream answers the handshake.
             self._enter(STOPPED)
@@ -195,33 +164,24 @@ class ClientConnection(asyncio.Protocol):
         # reader makes us hold the whole response in memory.
         self.paused_writing = True
         self.send_deadline = time.monotonic() + self.plane.timeouts.client_send
-        if self.upstream is not None:
-            self.upstream.pause()
+        if self.current is not None and self.current.conn is not None:
+            self.current.conn.pause()
 
     def resume_writing(self) -> None:
         self.paused_writing = False
         self.send_deadline = 0.0
-        if self.upstream is not None:
-            self.upstream.resume()
+        if self.current is not None and self.current.conn is not None:
+            self.current.conn.resume()
 
     def connection_lost(self, exc) -> None:
         self.transport = None
         self.plane.clients.discard(self)
         self.plane.idle.pop(self, None)
-        for req in (self.reading, self.current, *self.queue):
+        for req in (self.reading, *self.queue):
             if req is not None:
                 req.close()
-        if self.connecting is not None:
-            self.connecting.cancel()
-        if self.upstream is not None:
-            # The response has nowhere to go; the upstream connection is
-            # mid-message and cannot be reused.
-            self.upstream.abandon()
-        if self.current is not None and self.current.error is None:
-            # Left while its request was connecting, held by a pause or answered.
-            self._log(499, error="client_gone")
-            if self.pool is not None:
-                self.pool.count(None)
+        if self.current is not None:
+            self.current.client_gone()
 
     # -- llhttp callbacks ----------------------------------------------------------
 
@@ -253,10 +213,10 @@ class ClientConnection(asyncio.Protocol):
         req.method = parser.get_method()
         req.version = parser.get_http_version()
         req.keep_alive = parser.should_keep_alive()
-        req.inspect(plane, plane.drop_set(self.trusted))
+        req.inspect(plane, plane.forwarding.drop_set(self.trusted))
         if req.expect_continue and self.current is None and not self.queue:
             req.expect_continue = False
-            plane.send(self.transport, CONTINUE)
+            plane.outbox.send(self.transport, CONTINUE)
         if req.framed:
             # A body follows.  Without one llhttp completes the message at
             # once, so a bodiless request is spared the clock read.
@@ -272,7 +232,6 @@ class ClientConnection(asyncio.Protocol):
         self._enter(WAITING)
         if self.current is None and not self.queue:
             # Nothing to answer first (the common case): straight to the upstream.
-            self.current = req
             self._start(req)
             return
         self.queue.append(req)
@@ -303,246 +262,41 @@ class ClientConnection(asyncio.Protocol):
         """Start the oldest queued request if none is being answered.
 
         A loop, not recursion: requests answered at once (a 503, a queued 400)
-        finish inside this call, and their _finish would otherwise call back in,
-        one frame per pipelined request.
+        finish inside this call, and their `answered` would otherwise call back
+        in, one frame per pipelined request.
         """
-        if self.in_next:
+        if self.starting:
             return
-        self.in_next = True
+        self.starting = True
         try:
             while self.current is None and self.queue and self.transport is not None:
                 req = self.queue.popleft()
-                self.current = req
-                if req.error is not None:
-                    self._answer_error(req.error)
-                    return
                 self._start(req)
+                if req.error is not None:
+                    return  # answered, and the connection closes: read nothing more
         finally:
-            self.in_next = False
+            self.starting = False
         if self.read_paused and len(self.queue) < MAX_QUEUED and self.transport is not None:
-            if self.current is None or self.current.error is None:
+            if self.current is None or self.current.request.error is None:
                 self.read_paused = False
                 self.transport.resume_reading()
 
     def _start(self, req: Request) -> None:
-        """Forward `req`; whatever goes wrong, the client gets an answer."""
-        pause = self.plane.pause
-        if pause is not None:
-            self.answer = HELD
-            pause.hold(self)  # started by resume_held(), in arrival order
-            return
-        self._go(req)
+        exchange = self.current = Exchange(self, req)
+        exchange.start()
 
-    def is_waiting(self) -> bool:
-        """Held by a pause, and still wanted (the client has not gone)."""
-        return self.answer is HELD and self.transport is not None
+    # -- what the exchange tells us ------------------------------------------------
 
-    def resume_held(self) -> None:
-        self._go(self.current)
-
-    def _go(self, req: Request) -> None:
-        try:
-            self._forward(req)
-        except ProxyError as err:
-            self._answer_error(err)
-        except Exception as exc:  # a bug must cost one request, not hang the connection
-            self.plane.log_event("internal_error", detail=repr(exc), peer=self.peer)
-            self._answer_error(InternalError(repr(exc)))
-
-    def _forward(self, req: Request) -> None:
-        plane = self.plane
-        choice = plane.choose(req, self.peer, self.trusted)
-        if choice is None:
-            self._answer_error(NoHealthyPoolError("no healthy pool with weight"))
-            return
-        pool = plane.pools[choice.pool]
-        up = pool.pick()
-        if up is None:
-            self._answer_error(NoHealthyPoolError(f"pool {pool.name} has no healthy upstream"))
-            return
-        self.pool = pool
-        self.set_cookie = choice.set_cookie
-        req.payload = plane.upstream_request(req, self.peer_bytes, self.trusted)
-        self._dispatch(up, req)
-
-    def _dispatch(self, up: Upstream, req: Request, fresh: bool = False) -> None:
-        req.tries += 1
-        self.answer = FORWARDING
-        self.upstream_addr = up.label
-        self.status = 0
-        self.sent_bytes = 0
-        self.chunked_out = False
-        up.dispatch(self, req.payload, req.method == b"HEAD", req.body_file, fresh)
-
-    # -- what the upstream side may ask of us (and nothing else) ---------------------
-
-    def connecting_to(self, task) -> None:
-        """A connect for this client's request is under way (so that a client who
-        leaves cancels it)."""
-        self.connecting = task
-
-    def connect_done(self, task) -> None:
-        if self.connecting is task:
-            self.connecting = None
-
-    def exchange_started(self, conn: UpstreamConnection) -> None:
-        self.upstream = conn
-
-    def exchange_ended(self, conn: UpstreamConnection) -> None:
-        if self.upstream is conn:
-            self.upstream = None
-
-    def send_upstream(self, transport, payload: bytes) -> None:
-        self.plane.send(transport, payload)
-
-    def unsend(self, transport) -> bool:
-        """Take back what is still queued for `transport`; True if there was some."""
-        return self.plane.unsend(transport)
-
-    # -- response side, called by the upstream connection --------------------------
-
-    def on_upstream_head(self, conn, status: int, head: list[bytes], sized: bool) -> None:
-        """The response head: `head` is the status line and the upstream's lines
-        we pass on, ours to extend; `sized` is true when it has a Content-Length
-        or can have no body."""
-        req = self.current
-        plane = self.plane
-        self.answer = STREAMING
-        self.status = status
-        # A refused WebSocket handshake ends the connection: llhttp stopped
-        # parsing at the Upgrade and what follows cannot be trusted as HTTP.
-        keep = req.keep_alive and not plane.draining and not req.upgrade
-        if not sized:
-            if req.version == "1.1":
-                self.chunked_out = True
-                head.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                keep = False  # an HTTP/1.0 client reads to the close
-        if self.set_cookie:
-            head.append(plane.set_cookie_line(
-                self.pool.name, self.trusted and came_over_https(req.headers)))
-        if not keep:
-            head.append(b"Connection: close\r\n")
-        elif req.version == "1.0":
-            head.append(b"Connection: keep-alive\r\n")
-        head.append(b"\r\n")
-        self.keep_alive = keep
-        self.out += head
-        if self.paused_writing:
-            conn.pause()
-
-    def on_upstream_upgraded(self, conn, head: list[bytes], rest: bytes) -> None:
-        """The upstream accepted a WebSocket handshake: answer 101 (`head` is its
-        status line and the lines we pass on), then pipe bytes."""
-        req = self.current
-        if req is None or not req.upgrade:
-            conn.abandon()
-            self.on_upstream_error(conn.upstream, UpstreamProtocolError("unsolicited 101"),
-                                   ANSWERED)
-            return
-        if self.set_cookie:  # sticky from the handshake on
-            head = [*head, self.plane.set_cookie_line(
-                self.pool.name, self.trusted and came_over_https(req.headers))]
-        self.plane.flush_writes()  # the tunnel writes directly: what is queued goes first
-        self.transport.write(b"".join((
-            *head, b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n")))
-        conn.hand_over()
-        early = bytes(self.early or b"")
-        tunnel = Tunnel(self.plane, self.transport, conn.transport, conn.upstream, self.pool,
-                        req, self.peer)
-        self.plane.clients.discard(self)
-        self.transport = None
+    def answered(self, exchange: Exchange, now: float) -> None:
+        """`exchange` is complete: close, go idle, or start the next request."""
         self.current = None
-        self.answer = NONE
-        self.upstream = None
-        tunnel.start(early, rest)
-
-    def on_upstream_body(self, data: bytes) -> None:
-        self.sent_bytes += len(data)
-        if self.chunked_out:
-            self.out += (b"%x\r\n" % len(data), data, b"\r\n")
-        else:
-            self.out.append(data)
-
-    def on_upstream_done(self) -> None:
-        if self.chunked_out:
-            self.out.append(b"0\r\n\r\n")
-        self.flush()
-        self._finish(self.status)
-
-    def on_upstream_error(self, up: Upstream, err: ProxyError, delivery: Delivery) -> bool:
-        """The exchange with `up` failed; `delivery` says how far the request got.
-        Returns True when the request was sent again (see retry.py)."""
-        req = self.current
-        if req is None or self.transport is None:
-            return False
-        if self.answer is STREAMING:
-            # Part of the response is out: a short body must not pass for a
-            # whole one, so the client connection is cut.
-            self._cut(err, up)
-            return False
-        if delivery is not ANSWERED and may_resend(delivery, req.keyed, req.tries):
-            pool = self.pool = self.plane.pools.get(self.pool.name, self.pool)  # a reload may have run
-            retry = pool.pick(exclude=up) or (up if up.healthy and up.enabled else None)
-            if retry is not None:
-                # Info, not a warning: with Swoole's worker recycling this is
-                # normal life, and Upstream.note_close reports it once a minute.
-                self.plane.log.info("upstream_retry", upstream=up.label, to=retry.label,
-                                    detail=err.detail, delivery=delivery.value)
-                self._dispatch(retry, req, fresh=True)
-                return True
-        self._answer_error(err, upstream=up)
-        return False
-
-    def _cut(self, err: ProxyError, up: Upstream) -> None:
-        """End a response whose head is already out: log it as cut, abort."""
-        req = self.current
-        self.plane.log_event(err.event, upstream=up.label, detail=err.detail, after_head=True)
-        self.out.clear()
-        self._log(self.status, error=err.event)
-        self.pool.count(None, time.monotonic() - req.started)
-        req.close()
-        self.current = None
-        self.answer = NONE
-        self.plane.flush_writes()  # what was queued of the answer goes out first
-        self.transport.abort()
-
-    def _answer_error(self, err: ProxyError, upstream: Upstream | None = None) -> None:
-        req = self.current
-        # After a failed WebSocket handshake llhttp has stopped at the Upgrade:
-        # what follows on this connection is not HTTP we can parse, so close.
-        keep = req.error is None and req.keep_alive and not self.plane.draining and \
-            not req.upgrade
-        self.plane.log_event(err.event, status=err.status, detail=err.detail,
-                             upstream=str(upstream.address) if upstream else None,
-                             peer=self.peer)
-        self.status = err.status
-        self.keep_alive = keep
-        self.out.append(error_response(err.status, close=not keep))
-        self.flush()
-        if self.pool is not None:
-            self.pool.count(None, time.monotonic() - req.started)
-        self._finish(err.status, counted=True)
-
-    def _finish(self, status: int, counted: bool = False) -> None:
-        req = self.current
-        if req.body_file is not None:
-            req.close()
-        now = time.monotonic()  # one clock read for stats, the log line and the idle deadline
-        if not counted and self.pool is not None:
-            self.pool.count(status, now - req.started)
-        self._log(status, now)
-        self.current = None
-        self.answer = NONE
-        self.pool = None
-        self.upstream_addr = None
-        if not self.keep_alive:
+        if not exchange.keep_alive:
             self._close()
             return
         reading = self.reading
         if reading is not None and reading.expect_continue:
             reading.expect_continue = False
-            self.plane.send(self.transport, CONTINUE)
+            self.plane.outbox.send(self.transport, CONTINUE)
         if reading is None and not self.queue:
             self._enter(IDLE, now)
             self.idle_since = now
@@ -550,29 +304,32 @@ class ClientConnection(asyncio.Protocol):
         if self.queue or self.read_paused:
             self._next()
 
-    def _log(self, status: int, now: float | None = None, error: str | None = None) -> None:
-        req = self.current
-        access = self.plane.access
-        if access is None or req is None:
-            return
-        if now is None:
-            now = time.monotonic()
-        access.record(req, status, self.pool.name if self.pool else None,
-                      self.upstream_addr, now - req.started, self.sent_bytes, self.peer, error)
+    def cut(self, exchange: Exchange) -> None:
+        """An answer broke after its head went out: abort the connection."""
+        self.current = None
+        self.plane.outbox.flush()  # what was queued of the answer goes out first
+        self.transport.abort()
+
+    def become_tunnel(self, exchange: Exchange, conn, head: bytes, rest: bytes) -> None:
+        """The upstream accepted a WebSocket handshake: write the 101 `head`, then
+        this connection's transport belongs to a Tunnel."""
+        plane = self.plane
+        plane.outbox.flush()  # the tunnel writes directly: what is queued goes first
+        self.transport.write(head)
+        conn.hand_over()
+        early = bytes(self.early or b"")
+        tunnel = Tunnel(plane, self.transport, conn.transport, conn.upstream, exchange.pool,
+                        exchange.request, self.peer)
+        plane.clients.discard(self)
+        self.transport = None
+        self.current = None
+        tunnel.start(early, rest)
 
     # -- output and timers ---------------------------------------------------------
 
-    def flush(self) -> None:
-        """Queue what `out` holds (see DataPlane.send: it goes out at the end of
-        this pass of the event loop)."""
-        out = self.out
-        if out and self.transport is not None:
-            self.plane.send(self.transport, out[0] if len(out) == 1 else b"".join(out))
-        out.clear()
-
     def _close(self) -> None:
         """Close once what is queued for the client is written."""
-        self.plane.flush_writes()
+        self.plane.outbox.flush()
         self.transport.close()
 
     def _enter(self, phase: Read, now: float = 0.0) -> None:
@@ -592,13 +349,12 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.current is None:  # HEAD or BODY, and nothing before it to finish
             self.plane.log_event("client_timeout", peer=self.peer, phase=phase.value)
-            self.plane.send(self.transport, error_response(408))
+            self.plane.outbox.send(self.transport, error_response(408))
             self._close()
             return
         # A request is being answered while the next one stalls mid-head:
         # stop reading; the connection closes once the answer is out.
         self.reading = None
-        self.keep_alive = False
         self.current.keep_alive = False
 
     def send_timed_out(self) -> None:
@@ -613,18 +369,6 @@ class ClientConnection(asyncio.Protocol):
                 self._close()
             return True
         return False
-
-    def holds(self) -> tuple[Upstream, Request] | None:
-        """(upstream, request) of the exchange in flight, for a drain to show or cut."""
-        req = self.current
-        if req is None or self.upstream is None:
-            return None
-        return self.upstream.upstream, req
-
-    def cut_exchange(self) -> None:
-        """A drain ran out of time: end the exchange in flight (a stream, a long poll)."""
-        if self.upstream is not None:
-            self.upstream.cut()
 
 
 _VERSION_LINE = re.compile(rb"HTTP/[0-9]\.[0-9]\r\n")

@@ -53,6 +53,15 @@ def without_named(head: list[bytes], hop: Iterable[tuple[bytes, bytes]]) -> list
     return kept
 
 
+def without_content_length(head: list[bytes]) -> list[bytes]:
+    """A response head (as for `without_named`) minus Content-Length."""
+    out = head[:1]
+    for i in range(1, len(head), 4):
+        if head[i].lower() != b"content-length":
+            out += head[i:i + 4]
+    return out
+
+
 class _StatusLines(dict):
     """`HTTP/1.1 <status> <reason>` lines by (status, reason), each formatted once:
     upstreams send a handful, and the lookup costs a fraction of the formatting."""

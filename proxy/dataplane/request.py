@@ -122,7 +122,7 @@ class Request:
             self.request_id = value
         elif lname == b"x-forwarded-for":
             self.xff += (value,)
-        elif lname == plane.tester_header:  # only in `drop` when the header is on
+        elif lname == plane.forwarding.tester_header:  # in `drop` only when it is on
             self.override = value
 
     def _drop_named(self, drop: frozenset[bytes], plane) -> None:

@@ -130,3 +130,17 @@ def _land(draw: Draw, uniform: float) -> Choice | None:
         if point < upper:
             return choice
     return draw.shares[-1][0]  # float rounding at the top edge lands on the last
+
+
+def table_from(weights: dict[str, int], generation: int = 0, previous: str | None = None,
+               epochs: dict[str, int] | None = None,
+               grace_until: dict[str, float] | None = None,
+               disabled: dict[str, frozenset[str]] | None = None) -> RoutingTable:
+    return RoutingTable(
+        generation=generation,
+        weights=MappingProxyType(dict(weights)),
+        previous=previous,
+        epochs=MappingProxyType(dict(epochs or {})),
+        grace_until=MappingProxyType(dict(grace_until or {})),
+        disabled=MappingProxyType({p: frozenset(a) for p, a in (disabled or {}).items() if a}),
+    )

@@ -1,0 +1,61 @@
+"""What `GET /status` shows of the data plane: pools, upstreams, what is in flight."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..dataplane.plane import DataPlane
+
+
+def pools_view(plane: DataPlane) -> dict:
+    """What `GET /status` shows about pools (the control plane adds the rest)."""
+    table = plane.table
+    pools = {}
+    now = time.monotonic()
+    held = in_flight_by_pool(plane)
+    for name, pool in plane.pools.items():
+        pools[name] = {
+            "healthy": pool.healthy,
+            "weight": table.weights.get(name, 0),
+            "inflight": pool.inflight,
+            "requests": pool.requests,
+            "errors": pool.errors,
+            "upstreams": [
+                {"address": u.label, "healthy": u.healthy, "enabled": u.enabled,
+                 "inflight": u.inflight,
+                 # connections it closed under a request, and how many of
+                 # those requests went again (retry.py)
+                 "closes": u.closes, "resent": u.resent}
+                for u in pool.upstreams
+            ],
+            # What keeps a drain waiting: the oldest exchanges in flight.
+            "holding": [{"kind": kind, "method": method.decode("latin-1"),
+                         "path": target[:200].decode("latin-1"),
+                         "age": round(now - started, 1)}
+                        for kind, started, method, target in held.get(name, ())[:5]],
+            "drain_cut": pool.drain_cut,
+        }
+        if hasattr(pool, "latency"):
+            # Per-bucket counts (stats.BOUNDS): `top` turns two of these into p50/p99.
+            pools[name]["latency"] = list(pool.latency.counts)
+    return pools
+
+
+def in_flight_by_pool(plane: DataPlane) -> dict[str, list[tuple[str, float, bytes, bytes]]]:
+    """Exchanges in flight per pool, oldest first: (kind, started, method, target)."""
+    out: dict[str, list] = {}
+    for client in plane.clients:
+        exchange = client.current
+        up = exchange.holds() if exchange is not None else None
+        if up is not None:
+            req = exchange.request
+            out.setdefault(up.pool, []).append(("http", req.started, req.method, req.target))
+    for tunnel in plane.tunnels:
+        req = tunnel.req
+        out.setdefault(tunnel.pool.name, []).append(
+            ("websocket", req.started, req.method, req.target))
+    for items in out.values():
+        items.sort(key=lambda item: item[1])
+    return out

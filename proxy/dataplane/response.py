@@ -1,0 +1,133 @@
+"""Reading an upstream's response: llhttp's callbacks, and the head we pass on.
+
+A mixin of `connection.UpstreamConnection` (which holds the fields, in its
+`__slots__`): the response protocol apart from the connection's life.  The
+head is edited as it is parsed, one pass over the fields: hop-by-hop ones set
+aside, the rest kept as the bytes that go to the client.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import httptools
+
+from .errors import UpstreamProtocolError
+from .headers import HOP_BY_HOP, STATUS_LINES, without_content_length, without_named
+from .http11 import strict_response_parser
+from .retry import ANSWERED
+
+# Connection values that name no other field (the common case, not worth a parse).
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+
+
+class Phase(enum.Enum):
+    """Where an upstream connection is: one variable."""
+
+    IDLE = "idle"            # pooled (or just connected), no request
+    AWAITING = "awaiting"    # a request written or being written, no byte of an answer yet
+    RECEIVING = "receiving"  # the answer is arriving
+    TUNNEL = "tunnel"        # handed over to a WebSocket tunnel
+    CLOSED = "closed"
+
+
+IDLE, AWAITING, RECEIVING, TUNNEL, CLOSED = Phase
+
+
+class _HeadResponseDone(Exception):
+    """Stops llhttp after a HEAD response's head (see on_headers_complete)."""
+
+    def __init__(self, keep_alive: bool) -> None:
+        super().__init__()
+        self.keep_alive = keep_alive
+
+
+class ResponseReader:
+    """The llhttp side of an upstream connection."""
+
+    __slots__ = ()
+
+    def parse(self, data: bytes) -> None:
+        """Feed one read to llhttp; the callbacks below hand the pieces on."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self.status == 101:
+                self.exchange.on_upstream_upgraded(self, self.head, data[exc.args[0]:])
+                return
+            self._fail(UpstreamProtocolError("unexpected protocol switch"), ANSWERED)
+        except httptools.HttpParserCallbackError as exc:
+            done = exc.__context__
+            if not isinstance(done, _HeadResponseDone):
+                self._fail(UpstreamProtocolError(f"callback failed: {done!r}"), ANSWERED)
+                return
+            self.parser = strict_response_parser(self)
+            self._complete(done.keep_alive)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamProtocolError(str(exc)), ANSWERED)
+
+    def _new_head(self) -> None:
+        self.reason = b""
+        self.head = [b""]  # a slot for the status line, then the fields we pass on
+        self.hop = ()
+        self.length = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Sorted as they arrive, which spares a second pass over the fields:
+        # hop-by-hop ones aside, the rest (Content-Length too: it is the
+        # framing we forward) straight into the head we pass on.
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            self.hop += ((lname, value),)
+            return
+        if lname == b"content-length":
+            self.length = True
+        self.head += (name, b": ", value, b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self.status = status
+        head = self.head
+        head[0] = STATUS_LINES[status, self.reason]
+        chunked = named = False
+        for lname, value in self.hop:
+            if lname == b"transfer-encoding":
+                chunked = True
+            elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+                named = True
+        if named:
+            head = self.head = without_named(head, self.hop)
+        if status == 101:
+            # Only a WebSocket handshake may switch; the client side checks that.
+            self.head_sent = True
+            return
+        # Other 1xx interim answers (103 Early Hints) are not forwarded: we
+        # answered Expect ourselves.
+        self.interim = 100 <= status < 200
+        if self.interim:
+            self._new_head()
+            return
+        no_body = self.is_head or status == 204 or status == 304
+        if status == 204 and self.length:
+            head = self.head = without_content_length(head)  # RFC 9110 8.6: never on a 204
+        self.body_framed = no_body or self.length or chunked
+        self.head_sent = True
+        self.exchange.on_upstream_head(self, status, head, no_body or self.length)
+        if self.is_head:
+            # llhttp cannot know a HEAD response has no body, and httptools
+            # drops a callback's return value (llhttp's "skip body"): stop it.
+            raise _HeadResponseDone(self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        self.exchange.on_upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.status == 101:
+            return
+        if self.interim:
+            self.interim = False
+            return
+        self._complete(self.parser.should_keep_alive())
