@@ -2,7 +2,7 @@
 
 A real DataPlane (from a config text) on a fake loop; requests are held by a
 pause, so the read side can be followed without any upstream.  Each test
-checks the phase, the deadline the phase sets (proxy/client.py `DEADLINES`),
+checks the phase, the deadline the phase sets (proxy/dataplane/reading.py `DEADLINES`),
 and what a timeout in that phase does.
 """
 
@@ -13,15 +13,8 @@ import time
 import pytest
 
 from proxy import config as config_module
-from proxy.dataplane.client import (
-    BODY,
-    HEAD,
-    IDLE,
-    NEW,
-    STOPPED,
-    WAITING,
-    ClientConnection,
-)
+from proxy.dataplane.client import ClientConnection
+from proxy.dataplane.reading import BODY, HEAD, IDLE, NEW, STOPPED, WAITING
 from proxy.dataplane.exchange import HELD
 from proxy.dataplane.pause import HeldRequests
 from proxy.dataplane.plane import DataPlane

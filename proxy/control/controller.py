@@ -29,8 +29,10 @@ from ..dataplane.router import RoutingTable, table_from
 from .events import EventLog
 from .progressive import RolloutClock, internal
 from .rollout import CANCELLED, HELD, ROLLED_BACK, Rollout
+from .drain import DrainDeadlines
 from .state import SavedState, save
 from .status import pools_view
+from .tables import grace_after, previous_after, saved_state
 # `_apply(rollout=KEEP)`: the change leaves the rollout as it is.  None clears it.
 KEEP = object()
 
@@ -44,7 +46,7 @@ class Controller:
         # the clock that steps and judges it is progressive.py.
         self.rollout: Rollout | None = None
         self.clock = RolloutClock(self)
-        self._drain_deadlines: dict[str, asyncio.TimerHandle] = {}
+        self.deadlines = DrainDeadlines(plane, events)
         self._pause_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -91,9 +93,9 @@ class Controller:
         new = table_from(
             weights,
             generation=table.generation + 1,
-            previous=_previous_after(table, weights),
+            previous=previous_after(table, weights),
             epochs=dict(table.epochs),
-            grace_until=_grace_after(table, weights, now, self.plane.config.sticky.grace),
+            grace_until=grace_after(table, weights, now, self.plane.config.sticky.grace),
             disabled=dict(table.disabled),
         )
         self._apply(new, event, caller, rollout, **why)
@@ -179,7 +181,7 @@ class Controller:
         if cmd.upstream is not None:
             self.set_upstream(UpstreamToggle(cmd.pool, cmd.upstream, False, cmd.force), caller,
                               event="upstream_drained", timeout=timeout)
-            self._cut_later(f"{cmd.pool} {cmd.upstream}", timeout)
+            self.deadlines.cut_later(f"{cmd.pool} {cmd.upstream}", timeout)
             return self.status()
         table = self.table
         weights = dict(table.weights)
@@ -189,39 +191,11 @@ class Controller:
         rollout = self.ended(CANCELLED, f"pool {cmd.pool} drained")
         grace = {p: t for p, t in table.grace_until.items() if p != cmd.pool}
         new = table_from(weights, generation=table.generation + 1,
-                         previous=_previous_after(table, weights), epochs=dict(table.epochs),
+                         previous=previous_after(table, weights), epochs=dict(table.epochs),
                          grace_until=grace, disabled=dict(table.disabled))
         self._apply(new, "pool_drained", caller, rollout, pool=cmd.pool, timeout=timeout)
-        self._cut_later(cmd.pool, timeout)
+        self.deadlines.cut_later(cmd.pool, timeout)
         return self.status()
-
-    def _cut_later(self, what: str, timeout: float) -> None:
-        """At the drain's deadline, cut what is still open to `what` ("pool" or
-        "pool address"); a second drain of the same thing replaces the first."""
-        self._cancel_cut(what)
-        self._drain_deadlines[what] = self.plane.loop.call_later(
-            timeout, self._drain_deadline, what)
-
-    def _cancel_cut(self, what: str) -> None:
-        handle = self._drain_deadlines.pop(what, None)
-        if handle is not None:
-            handle.cancel()
-
-    def _drain_deadline(self, what: str) -> None:
-        self._drain_deadlines.pop(what, None)
-        pool, _, address = what.partition(" ")
-        if address:
-            if address not in self.table.disabled.get(pool, ()):
-                return  # enabled again: nothing to cut
-        elif self.table.weights.get(pool, 0) != 0:
-            return  # it has traffic again: nothing to cut
-        if pool not in self.plane.pools:
-            return  # a reload removed it since
-        cut = self.plane.cut(pool, address or None)
-        self.plane.pools[pool].drain_cut += cut
-        if cut:
-            self.events.emit("drain_deadline", level="warning", pool=pool,
-                             upstream=address or None, cut=cut)
 
     # -- pause and resume (pause.py; not routing state: no generation, not saved) --------
 
@@ -291,7 +265,7 @@ class Controller:
                          grace_until=dict(table.grace_until), disabled=disabled)
         event = event or ("upstream_enabled" if cmd.enabled else "upstream_disabled")
         if cmd.enabled:
-            self._cancel_cut(f"{cmd.pool} {cmd.address}")  # back in rotation: no cut due
+            self.deadlines.cancel(f"{cmd.pool} {cmd.address}")  # back in rotation: no cut due
         self._apply(new, event, caller, pool=cmd.pool, upstream=cmd.address,
                     enabled=cmd.enabled, **why)
         return self.status()
@@ -326,7 +300,7 @@ class Controller:
         rollout = old_rollout if rollout is KEEP else rollout
         for pool, weight in new.weights.items():
             if weight > 0:
-                self._cancel_cut(pool)  # traffic again: a drain's deadline no longer applies
+                self.deadlines.cancel(pool)  # traffic again: a drain's deadline no longer applies
         save(self.state_file, saved_state(new, rollout))
         self.plane.set_table(new)
         self.rollout = rollout
@@ -394,46 +368,8 @@ class Controller:
         return self.status()
 
     async def close(self) -> None:
-        for handle in self._drain_deadlines.values():
-            handle.cancel()
+        self.deadlines.close()
         await self.clock.close()
-
-
-def saved_state(table: RoutingTable, rollout: Rollout | None) -> SavedState:
-    return SavedState(
-        generation=table.generation,
-        weights=dict(table.weights),
-        previous=table.previous,
-        epochs=dict(table.epochs),
-        rollout=None if rollout is None else rollout.to_json(),
-        disabled={p: sorted(a) for p, a in table.disabled.items()},
-    )
-
-
-def _previous_after(table: RoutingTable, weights: dict[str, int]) -> str | None:
-    """The pool to roll back to after moving from `table.weights` to `weights`.
-
-    When traffic starts leaving a pool that held all of it, that pool becomes
-    the rollback target; while traffic is split, the target stays.
-    """
-    old = {p for p, w in table.weights.items() if w > 0}
-    new = {p for p, w in weights.items() if w > 0}
-    if len(old) == 1 and new != old:
-        return next(iter(old))
-    if table.previous is not None and new == {table.previous}:
-        return None  # back on the previous pool by hand: nothing left to roll back
-    return table.previous
-
-
-def _grace_after(table: RoutingTable, weights: dict[str, int], now: float,
-                 grace: float) -> dict[str, float]:
-    """Pools whose weight just fell to 0 keep honouring cookies for `grace` s."""
-    out = {p: t for p, t in table.grace_until.items() if t > now and weights.get(p, 0) == 0}
-    if grace > 0:
-        for pool, weight in table.weights.items():
-            if weight > 0 and weights.get(pool, 0) == 0:
-                out[pool] = now + grace
-    return out
 
 
 def caller_of(peer: tuple[int, int, int] | None) -> dict:

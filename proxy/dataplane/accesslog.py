@@ -187,6 +187,12 @@ class AccessLog:
         if len(pending) >= _FLUSH_LINES:
             self.flush()
 
+    def record_exchange(self, exchange, status: int, now: float, error: str | None) -> None:
+        """`record` for an exchange.Exchange that ended at `now` (monotonic)."""
+        req, pool, target = exchange.request, exchange.pool, exchange.target
+        self.record(req, status, pool.name if pool else None, target.label if target else None,
+                    now - req.started, exchange.sent_bytes, exchange.client.peer, error)
+
     def flush(self) -> None:
         if self._pending:
             lines, self._pending = self._pending, []

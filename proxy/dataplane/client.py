@@ -1,65 +1,34 @@
 """The client side of the data plane: one protocol object per client connection.
 
-Requests are parsed by llhttp (httptools) in callbacks, buffered whole
-(head and body) and answered strictly in order, one upstream exchange at a
-time, so pipelined requests come back in the order they were sent.  The
-response is streamed back as the upstream produces it; when the client reads
-slowly we stop reading the upstream instead of buffering.
+Requests are parsed (reading.py) and buffered whole, then answered strictly
+in order, one `Exchange` at a time (exchange.py), so pipelined requests come
+back in the order they were sent.  The response is streamed back as the
+upstream produces it; when the client reads slowly we stop reading the
+upstream instead of buffering.  This module is the connection's life: the
+queue of requests, the timers, and closing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-import re
 import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-import httptools
-
-from .errors import (
-    BadRequestError,
-    HeaderTooLargeError,
-    ProxyError,
-    TargetTooLongError,
-    VersionNotSupportedError,
-    error_response,
-)
+from .errors import error_response
 from .exchange import Exchange
 from .http11 import strict_request_parser
+from .reading import CONTINUE, IDLE, MAX_QUEUED, NEW, STOPPED, Read, RequestReader
 from .request import Request
 from .tunnel import Tunnel
 
 if TYPE_CHECKING:
     from .plane import DataPlane
 
-MAX_TARGET = 8192
-# Pipelined requests parsed ahead of the one being answered; past this we stop
-# reading the socket so a client cannot queue unbounded work.
-MAX_QUEUED = 8
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 WRITE_HIGH_WATER = 64 * 1024
 
 
-class Read(enum.Enum):
-    """The read side of a client connection: one phase, set by `_enter`."""
-
-    NEW = "new"          # connected, not a byte yet
-    IDLE = "idle"        # between requests on a keep-alive connection
-    HEAD = "head"        # a request head is arriving
-    BODY = "body"        # its body is arriving
-    WAITING = "waiting"  # a whole request is read; answers are under way
-    STOPPED = "stopped"  # nothing more is read as HTTP: rejected, cut short, or upgrading
-
-
-NEW, IDLE, HEAD, BODY, WAITING, STOPPED = Read
-# The timeout (a field of TimeoutsConfig) that runs in each phase; none in the others.
-DEADLINES = {NEW: "client_header", IDLE: "client_idle", HEAD: "client_header",
-             BODY: "client_body"}
-
-
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(RequestReader, asyncio.Protocol):
     """One client connection: parse, route, forward, stream back, in order."""
 
     __slots__ = (
@@ -117,48 +86,6 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = now
         plane.idle[self] = None
 
-    def data_received(self, data: bytes) -> None:
-        if self.early is not None:
-            self._hold_early(data)
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._upgrade_requested(data[exc.args[0]:])
-            return
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            self._reject(cause if isinstance(cause, ProxyError) else BadRequestError(repr(cause)))
-            return
-        except httptools.HttpParserError as exc:
-            self._reject(_parse_error(str(exc), data))
-            return
-        if self.reading is not None and data.endswith(b"\r\n") and \
-                self.parser.get_http_version() == "0.0":
-            # A request line ended without a version (HTTP/0.9): llhttp would
-            # wait for more, we answer now.
-            self._reject(BadRequestError("request line without HTTP version"))
-
-    def _upgrade_requested(self, rest: bytes) -> None:
-        """llhttp stopped after a request with Upgrade; what now depends on the kind."""
-        last = self.queue[-1] if self.queue else self.current.request if self.current else None
-        if last is not None and last.upgrade:
-            # Nothing more is HTTP until the upstream answers the handshake.
-            self._enter(STOPPED)
-            self.early = bytearray()
-            self._hold_early(rest)
-            return
-        # Any other upgrade (h2c, ...) is declined: the request was forwarded
-        # without it, and what follows is the next HTTP/1.1 request.
-        self.parser = strict_request_parser(self)
-        if rest:
-            self.data_received(rest)
-
-    def _hold_early(self, data: bytes) -> None:
-        self.early += data
-        if len(self.early) > 65536:
-            self.transport.pause_reading()
-
     def pause_writing(self) -> None:
         # Stop reading the upstream while the client's buffer is full, or a slow
         # reader makes us hold the whole response in memory.
@@ -182,81 +109,6 @@ class ClientConnection(asyncio.Protocol):
                 req.close()
         if self.current is not None:
             self.current.client_gone()
-
-    # -- llhttp callbacks ----------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        now = time.monotonic()
-        self.plane.idle.pop(self, None)
-        self.reading = Request(now)
-        self.head_size = 0
-        self._enter(HEAD, now)
-
-    def on_url(self, url: bytes) -> None:
-        req = self.reading
-        req.target += url
-        if len(req.target) > MAX_TARGET:
-            raise TargetTooLongError(f"request target over {MAX_TARGET} bytes")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        size = self.head_size = self.head_size + len(name) + len(value) + 4
-        if size > self.plane.max_header:
-            raise HeaderTooLargeError(f"request head over {self.plane.max_header} bytes")
-        # llhttp strips leading whitespace from values; RFC 9110 5.5 excludes
-        # the trailing kind too.
-        self.reading.headers.append((name, value.rstrip(b" \t")))
-
-    def on_headers_complete(self) -> None:
-        req = self.reading
-        parser = self.parser
-        plane = self.plane
-        req.method = parser.get_method()
-        req.version = parser.get_http_version()
-        req.keep_alive = parser.should_keep_alive()
-        req.inspect(plane, plane.forwarding.drop_set(self.trusted))
-        if req.expect_continue and self.current is None and not self.queue:
-            req.expect_continue = False
-            plane.outbox.send(self.transport, CONTINUE)
-        if req.framed:
-            # A body follows.  Without one llhttp completes the message at
-            # once, so a bodiless request is spared the clock read.
-            self._enter(BODY, time.monotonic())
-
-    def on_body(self, body: bytes) -> None:
-        plane = self.plane
-        self.reading.add_body(body, plane.max_body, plane.body_memory)
-
-    def on_message_complete(self) -> None:
-        req = self.reading
-        self.reading = None
-        self._enter(WAITING)
-        if self.current is None and not self.queue:
-            # Nothing to answer first (the common case): straight to the upstream.
-            self._start(req)
-            return
-        self.queue.append(req)
-        if self.current is None:
-            self._next()
-        elif len(self.queue) >= MAX_QUEUED and not self.read_paused:
-            self.read_paused = True
-            self.transport.pause_reading()
-
-    # -- request side --------------------------------------------------------------
-
-    def _reject(self, err: ProxyError) -> None:
-        """Answer a malformed request in turn, then close; read nothing more."""
-        req = self.reading or Request()
-        self.reading = None
-        req.error = err
-        req.keep_alive = False
-        req.started = time.monotonic()
-        self.queue.append(req)
-        self._enter(STOPPED)
-        if self.transport is not None:
-            self.read_paused = True
-            self.transport.pause_reading()
-        if self.current is None:
-            self._next()
 
     def _next(self) -> None:
         """Start the oldest queued request if none is being answered.
@@ -369,13 +221,3 @@ class ClientConnection(asyncio.Protocol):
                 self._close()
             return True
         return False
-
-
-_VERSION_LINE = re.compile(rb"HTTP/[0-9]\.[0-9]\r\n")
-
-
-def _parse_error(message: str, data: bytes) -> ProxyError:
-    """llhttp's complaint as a status: 505 only for a well-formed, unsupported version."""
-    if message == "Invalid HTTP version" and _VERSION_LINE.search(data):
-        return VersionNotSupportedError(message)
-    return BadRequestError(message)

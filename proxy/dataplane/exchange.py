@@ -1,53 +1,29 @@
 """One request and its answer: the state that lives exactly as long as they do.
 
-A client connection (client.py) reads requests; for the one it answers now it
-makes an `Exchange`, which routes it, forwards it, takes the response from the
-upstream connection (through the `sink.ResponseSink` interface), and tells the
-client connection when the answer is complete.  Everything per request is here,
-so it is reset in one place: by making a new Exchange.  (uvicorn's
-`RequestResponseCycle` is the model.)
+For the request it answers now, a client connection makes an `Exchange`: it
+routes and forwards the request, takes the response (as a `sink.ResponseSink`)
+and says when the answer is complete.  Made anew per request, it is reset in
+one place.  (uvicorn's `RequestResponseCycle` is the model.)
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from .connection import dispatch
-from .errors import (
-    InternalError,
-    NoHealthyPoolError,
-    ProxyError,
-    UpstreamProtocolError,
-    error_response,
-)
+from .dispatch import dispatch
+from .errors import (InternalError, NoHealthyPoolError, ProxyError, UpstreamProtocolError,
+                     error_response)
 from .headers import came_over_https
 from .retry import ANSWERED, Delivery, may_resend
 
 if TYPE_CHECKING:
     from .connection import UpstreamConnection
+    from .sink import Client
     from .pool import Pool
     from .request import Request
     from .upstream import Upstream
-
-
-class Client(Protocol):
-    """What an exchange uses of its client connection (client.ClientConnection)."""
-
-    plane: object
-    transport: object  # None once the client has gone
-    current: Exchange | None
-    peer: str
-    peer_bytes: bytes
-    trusted: bool
-    paused_writing: bool
-
-    def answered(self, exchange: Exchange, now: float) -> None: ...
-
-    def cut(self, exchange: Exchange) -> None: ...
-
-    def become_tunnel(self, exchange: Exchange, conn, head: bytes, rest: bytes) -> None: ...
 
 
 class Answer(enum.Enum):
@@ -88,7 +64,7 @@ class Exchange:
         self.out: list[bytes] = []  # what this answer adds for the client in this pass
 
     def __repr__(self) -> str:
-        return f"<Exchange {self.request.method!r} {self.phase.value} status={self.status}>"
+        return f"<Exchange {self.request.method!r} {self.phase.value} {self.status}>"
 
     # -- driven by the client connection ----------------------------------------------
 
@@ -109,16 +85,14 @@ class Exchange:
         """Held by a pause, and still wanted (the client has not gone)."""
         return self.phase is HELD and self.wanted()
 
-    def resume_held(self) -> None:
+    def resume_held(self) -> None:  # the pause ended
         self._go()
 
     def client_gone(self) -> None:
         """The client connection closed under this exchange."""
         if self.connecting is not None:
             self.connecting.cancel()
-        if self.conn is not None:
-            # The response has nowhere to go; the upstream connection is
-            # mid-message and cannot be reused.
+        if self.conn is not None:  # mid-message: it cannot be reused
             self.conn.abandon()
         if self.phase is not DONE:
             self.phase = DONE
@@ -128,8 +102,7 @@ class Exchange:
                 self.pool.count(None)
         self.request.close()
 
-    def holds(self) -> Upstream | None:
-        """The upstream this exchange is in flight to, for a drain to show or cut."""
+    def holds(self) -> Upstream | None:  # in flight to; for a drain to show or cut
         return self.conn.upstream if self.conn is not None else None
 
     def cut(self) -> None:
@@ -200,8 +173,8 @@ class Exchange:
         req, plane = self.request, self.plane
         self.phase = STREAMING
         self.status = status
-        # A refused WebSocket handshake ends the connection: llhttp stopped
-        # parsing at the Upgrade and what follows cannot be trusted as HTTP.
+        # A refused WebSocket handshake ends the connection: llhttp stopped at
+        # the Upgrade, and what follows cannot be trusted as HTTP.
         keep = self.keep_alive and not plane.draining and not req.upgrade
         if not sized:
             if req.version == "1.1":
@@ -323,12 +296,5 @@ class Exchange:
         self.client.answered(self, now)
 
     def _log(self, status: int, now: float | None = None, error: str | None = None) -> None:
-        access = self.plane.access
-        if access is None:
-            return
-        req = self.request
-        if now is None:
-            now = time.monotonic()
-        access.record(req, status, self.pool.name if self.pool else None,
-                      self.target.label if self.target else None, now - req.started,
-                      self.sent_bytes, self.client.peer, error)
+        if self.plane.access is not None:
+            self.plane.access.record_exchange(self, status, now or time.monotonic(), error)

@@ -12,7 +12,8 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from .client import DEADLINES, ClientConnection
+from .client import ClientConnection
+from .reading import DEADLINES
 from .forwarding import Forwarding
 from .pool import Pool
 from .router import Choice, RoutingTable, choose_pool

@@ -1,8 +1,9 @@
-"""What the upstream side may ask of the request it carries, and nothing else.
+"""The interfaces between the pieces of the data plane, and nothing else.
 
 An `UpstreamConnection` serves one `Exchange` at a time (exchange.py) and
-sees it only through this interface: it never reads the client connection's
-fields, and the client side never reads the upstream connection's.
+sees it only as a `ResponseSink`: it never reads the client connection's
+fields, and the client side never reads the upstream connection's.  An
+exchange sees its client connection only as a `Client`.
 """
 
 from __future__ import annotations
@@ -56,3 +57,21 @@ class ResponseSink(Protocol):
 
     def pass_on(self) -> None:
         """Queue for the client what the answer gathered in this read."""
+
+
+class Client(Protocol):
+    """What an exchange uses of its client connection (client.ClientConnection)."""
+
+    plane: object
+    transport: object  # None once the client has gone
+    current: object  # the Exchange it answers now
+    peer: str
+    peer_bytes: bytes
+    trusted: bool
+    paused_writing: bool
+
+    def answered(self, exchange, now: float) -> None: ...
+
+    def cut(self, exchange) -> None: ...
+
+    def become_tunnel(self, exchange, conn, head: bytes, rest: bytes) -> None: ...
