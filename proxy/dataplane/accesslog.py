@@ -190,8 +190,13 @@ class AccessLog:
     def record_exchange(self, exchange, status: int, now: float, error: str | None) -> None:
         """`record` for an exchange.Exchange that ended at `now` (monotonic)."""
         req, pool, target = exchange.request, exchange.pool, exchange.target
-        self.record(req, status, pool.name if pool else None, target.label if target else None,
-                    now - req.started, exchange.sent_bytes, exchange.client.peer, error)
+        pending = self._pending
+        pending.append((time.time(), req.method, req.target, status,
+                        pool.name if pool else None, target.label if target else None,
+                        now - req.started, exchange.sent_bytes, req.request_id or b"",
+                        exchange.client.peer, error))
+        if len(pending) >= _FLUSH_LINES:
+            self.flush()
 
     def flush(self) -> None:
         if self._pending:

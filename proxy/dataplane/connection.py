@@ -17,6 +17,8 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+import httptools
+
 from .errors import (
     DrainCutError,
     ProxyError,
@@ -164,7 +166,10 @@ class UpstreamConnection(ResponseReader, asyncio.Protocol):
             self.close()
             return
         self.phase = RECEIVING
-        self.parse(data)
+        try:
+            self.parser.feed_data(data)  # the callbacks are response.py
+        except httptools.HttpParserError as exc:
+            self.parse_failed(exc, data)
         if self.exchange is not None:
             # Still mid-response: the timeout counts from the last bytes.  (A
             # response that ended in this read already went out with its pass_on.)

@@ -183,7 +183,8 @@ class Exchange:
             else:
                 keep = False  # an HTTP/1.0 client reads to the close
         if self.set_cookie:
-            head.append(self._cookie_line())
+            head.append(plane.set_cookie_line(
+                self.pool.name, self.client.trusted and came_over_https(req.headers)))
         if not keep:
             head.append(b"Connection: close\r\n")
         elif req.version == "1.0":
@@ -296,5 +297,6 @@ class Exchange:
         self.client.answered(self, now)
 
     def _log(self, status: int, now: float | None = None, error: str | None = None) -> None:
-        if self.plane.access is not None:
-            self.plane.access.record_exchange(self, status, now or time.monotonic(), error)
+        access = self.plane.access
+        if access is not None:
+            access.record_exchange(self, status, now or time.monotonic(), error)

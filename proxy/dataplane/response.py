@@ -47,23 +47,22 @@ class ResponseReader:
 
     __slots__ = ()
 
-    def parse(self, data: bytes) -> None:
-        """Feed one read to llhttp; the callbacks below hand the pieces on."""
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
+    def parse_failed(self, exc: httptools.HttpParserError, data: bytes) -> None:
+        """llhttp stopped inside `data`: a 101, a HEAD response's end, or an error.
+        (The caller feeds llhttp itself: a call less per read on the hot path.)"""
+        if isinstance(exc, httptools.HttpParserUpgrade):
             if self.status == 101:
                 self.exchange.on_upstream_upgraded(self, self.head, data[exc.args[0]:])
                 return
             self._fail(UpstreamProtocolError("unexpected protocol switch"), ANSWERED)
-        except httptools.HttpParserCallbackError as exc:
+        elif isinstance(exc, httptools.HttpParserCallbackError):
             done = exc.__context__
             if not isinstance(done, _HeadResponseDone):
                 self._fail(UpstreamProtocolError(f"callback failed: {done!r}"), ANSWERED)
                 return
             self.parser = strict_response_parser(self)
             self._complete(done.keep_alive)
-        except httptools.HttpParserError as exc:
+        else:
             self._fail(UpstreamProtocolError(str(exc)), ANSWERED)
 
     def _new_head(self) -> None:
