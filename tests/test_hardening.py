@@ -1,4 +1,4 @@
-"""Request and response hardening, raw bytes in and out (SPEC §3, RFC 9112/9110).
+"""Request and response hardening, raw bytes in and out (docs/SPEC.md §3, RFC 9112/9110).
 
 Every case is a row: what the client wrote (one write), the status it must get,
 and what the upstream must have received -- nothing at all, or exactly one

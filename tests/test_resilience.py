@@ -1,4 +1,4 @@
-"""Resilience (SPEC §3): slow and hostile clients, dying upstreams, stale upstream
+"""Resilience (docs/SPEC.md §3): slow and hostile clients, dying upstreams, stale upstream
 connections, WebSockets, connection limits, forwarding headers and retries.
 
 A real proxy process, real upstream processes or raw-socket upstreams, real
