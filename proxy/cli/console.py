@@ -8,47 +8,10 @@ import sys
 import time
 from typing import Any
 
-import aiohttp
-
 from .. import config as config_module
 from ..commands import CommandError, TesterCookie
-
-EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
-
-
-class Unreachable(Exception):
-    pass
-
-
-class AdminClient:
-    """HTTP over the admin Unix socket, one session per command."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> AdminClient:
-        self.session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.path))
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.session.close()
-
-    async def call(self, method: str, path: str, body: Any = None,
-                   if_match: int | None = None, timeout: float = 120) -> tuple[int, dict, str]:
-        headers = {} if if_match is None else {"If-Match": f'"{if_match}"'}
-        try:
-            async with self.session.request(
-                    method, f"http://switchyard{path}", json=body, headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                text = await resp.text()
-        except (aiohttp.ClientConnectionError, OSError, asyncio.TimeoutError) as exc:
-            raise Unreachable(f"{self.path}: {exc or exc.__class__.__name__}") from None
-        try:
-            data = json.loads(text) if text else {}
-        except ValueError:
-            data = {}
-        return resp.status, data, text
+from .client import AdminClient
+from .exits import EXIT_OK, EXIT_REFUSED
 
 
 def run(args, socket_path: str) -> int:

@@ -1,7 +1,5 @@
-"""The `switchyard` command.  The only module that exits.
-
-Exit codes (SPEC 2.1): 0 done; 1 refused (invalid value, unhealthy target,
-conflict); 2 usage error; 3 the admin socket cannot be reached.
+"""The `switchyard` command: arguments, then serve/check/demo here or a command
+over the admin socket (console).  The only module that exits; the codes are in exits.
 """
 
 from __future__ import annotations
@@ -13,10 +11,10 @@ import sys
 
 from .. import config as config_module
 from ..commands import CommandError, Cutover, Weights
-from .console import Unreachable
+from .client import Unreachable
+from .exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 
 DEFAULT_SOCKET = "/run/switchyard/admin.sock"
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 # -- argument parsing ------------------------------------------------------------------
@@ -128,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"switchyard: cannot reach the admin socket: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`switchyard events -f | head`): what it wanted it got.
         # Point stdout at /dev/null so the flush at exit does not complain again.

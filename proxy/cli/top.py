@@ -14,8 +14,9 @@ import asyncio
 import sys
 import time
 
-from .console import Unreachable
 from ..dataplane.stats import quantile
+from .client import Unreachable
+from .exits import EXIT_OK, EXIT_REFUSED
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -41,7 +42,7 @@ async def run_top(client, args) -> int:
             continue
         if status != 200:
             print(f"switchyard top: admin answered {status}: {text.strip()}", file=sys.stderr)
-            return 1
+            return EXIT_REFUSED
         now = time.monotonic()
         screen = render(data, previous, now - previous_at if previous else 0.0)
         sys.stdout.write((CLEAR if tty else "") + screen + ("" if tty else "\n"))
@@ -50,7 +51,7 @@ async def run_top(client, args) -> int:
         shown += 1
         if count == 0 or shown < count:
             await asyncio.sleep(interval)
-    return 0
+    return EXIT_OK
 
 
 def render(data: dict, previous: dict | None, elapsed: float) -> str:
