@@ -8,10 +8,18 @@ import sys
 import time
 from typing import Any
 
-from .. import config as config_module
-from ..commands import CommandError, TesterCookie
+from .bodies import (
+    cutover_command,
+    drain_body,
+    pause_body,
+    tester_cookie_body,
+    upstream_body,
+    weights_body,
+)
 from .client import AdminClient
 from .exits import EXIT_OK, EXIT_REFUSED
+from .follow import run_events
+from .top import run_top
 
 
 def run(args, socket_path: str) -> int:
@@ -35,14 +43,10 @@ async def _status(client: AdminClient, args) -> int:
 
 
 async def _weights(client: AdminClient, args) -> int:
-    from .main import weights_body
-
     return await _mutate(client, args, "PUT", "/weights", weights_body(args))
 
 
 async def _cutover(client: AdminClient, args) -> int:
-    from .main import cutover_command
-
     cmd = cutover_command(args)
     code = await _mutate(client, args, "POST", "/cutover", cmd.to_json())
     if code == EXIT_OK and cmd.steps and getattr(args, "wait", False):
@@ -55,8 +59,6 @@ async def _rollback(client: AdminClient, args) -> int:
 
 
 async def _drain(client: AdminClient, args) -> int:
-    from .main import drain_body
-
     code = await _mutate(client, args, "POST", "/drain", drain_body(args), quiet=args.wait)
     if code == EXIT_OK and args.wait:
         return await follow_drain(client, args.pool, as_json=_json(args), upstream=args.upstream)
@@ -64,8 +66,6 @@ async def _drain(client: AdminClient, args) -> int:
 
 
 async def _pause(client: AdminClient, args) -> int:
-    from .main import pause_body
-
     return await _mutate(client, args, "POST", "/pause", pause_body(args))
 
 
@@ -73,15 +73,7 @@ async def _resume(client: AdminClient, args) -> int:
     return await _mutate(client, args, "POST", "/resume", {})
 
 
-async def _events(client: AdminClient, args) -> int:
-    from .follow import run_events
-
-    return await run_events(client, args)
-
-
 async def _upstream(client: AdminClient, args) -> int:
-    from .main import upstream_body
-
     return await _mutate(client, args, "POST", "/upstream", upstream_body(args))
 
 
@@ -108,12 +100,7 @@ def _reload_summary(data: dict) -> str:
 
 
 async def _tester_cookie(client: AdminClient, args) -> int:
-    try:
-        ttl = config_module.parse_duration(args.ttl)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    body = TesterCookie(args.pool, ttl).to_json()
-    status, data, text = await client.call("POST", "/tester-cookie", body)
+    status, data, text = await client.call("POST", "/tester-cookie", tester_cookie_body(args))
     if status != 200:
         return _refused(status, data, text)
     if _json(args):
@@ -123,12 +110,6 @@ async def _tester_cookie(client: AdminClient, args) -> int:
         print(f"# reaches pool {data['pool']} until {time.ctime(data['expires'])}; e.g.\n"
               f"# curl -H 'Cookie: {data['cookie']}' http://127.0.0.1:8080/", file=sys.stderr)
     return EXIT_OK
-
-
-async def _top(client: AdminClient, args) -> int:
-    from .top import run_top
-
-    return await run_top(client, args)
 
 
 async def _mutate(client: AdminClient, args, method: str, path: str, body: Any,
@@ -305,9 +286,9 @@ _HANDLERS = {
     "drain": _drain,
     "upstream": _upstream,
     "pause": _pause,
-    "events": _events,
+    "events": run_events,
     "resume": _resume,
     "reload": _reload,
-    "top": _top,
+    "top": run_top,
     "tester-cookie": _tester_cookie,
 }
