@@ -1,4 +1,5 @@
-"""The operator's side of the admin socket: requests and human-readable output."""
+"""The commands that talk to the admin socket: one handler per verb, and following
+a drain or a rollout to its end."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .bodies import (
 from .client import AdminClient
 from .exits import EXIT_OK, EXIT_REFUSED
 from .follow import run_events
+from .render import drain_progress, holders, reload_summary, render_status, rollout_line
 from .top import run_top
 
 
@@ -86,17 +88,8 @@ async def _reload(client: AdminClient, args) -> int:
     else:
         print(render_status(data))
         print()
-        print(_reload_summary(data))
+        print(reload_summary(data))
     return EXIT_OK
-
-
-def _reload_summary(data: dict) -> str:
-    applied = ", ".join(data.get("applied") or []) or "nothing changed"
-    lines = [f"reloaded: {applied}"]
-    if data.get("restart_needed"):
-        lines.append("NOT applied until a restart (systemctl restart switchyard): "
-                     + ", ".join(data["restart_needed"]))
-    return "\n".join(lines)
 
 
 async def _tester_cookie(client: AdminClient, args) -> int:
@@ -154,9 +147,14 @@ async def follow_drain(client: AdminClient, pool: str, as_json: bool = False,
         inflight = info["inflight"] if upstream is None else next(
             (u["inflight"] for u in info["upstreams"] if u["address"] == upstream), 0)
         peak = max(peak, inflight)
-        shown = (inflight, _holders(info.get("holding") or []) if upstream is None else "")
+        shown = (inflight, holders(info.get("holding") or []) if upstream is None else "")
         if shown != last or tty:
-            _show_drain(name, inflight, peak, shown[1], tty)
+            line = drain_progress(name, inflight, peak, shown[1], tty)
+            if tty:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                print(line, flush=True)
             last = shown
         if inflight == 0:
             if tty:
@@ -168,25 +166,6 @@ async def follow_drain(client: AdminClient, pool: str, as_json: bool = False,
         await asyncio.sleep(poll)
 
 
-def _holders(holding: list[dict]) -> str:
-    """The oldest exchanges in flight, as `GET /sse (12s)`; ages rounded so a
-    plain listing changes only when something does."""
-    return ", ".join(f"{'WebSocket ' if h['kind'] == 'websocket' else h['method'] + ' '}"
-                     f"{h['path']} ({int(h['age'])}s)" for h in holding[:3])
-
-
-def _show_drain(pool: str, inflight: int, peak: int, holders: str, tty: bool) -> None:
-    held = f"; oldest: {holders}" if holders else ""
-    if not tty:
-        print(f"{pool}: {inflight} in flight{held}", flush=True)
-        return
-    width = 30
-    filled = 0 if peak == 0 else round(width * inflight / peak)
-    bar = "#" * filled + "." * (width - filled)
-    sys.stdout.write(f"\r{pool}: [{bar}] {inflight:>5} in flight{held[:80]}\033[K")
-    sys.stdout.flush()
-
-
 async def follow_rollout(client: AdminClient, args, poll: float = 1.0) -> int:
     """Show a progressive rollout's steps; 0 when it completes, 1 when it rolled back."""
     last = None
@@ -195,7 +174,7 @@ async def follow_rollout(client: AdminClient, args, poll: float = 1.0) -> int:
         if status != 200:
             return _refused(status, data, text)
         rollout = data.get("rollout")
-        line = _rollout_line(rollout, data)
+        line = rollout_line(rollout, data)
         if line != last:
             print(line, flush=True)
             last = line
@@ -204,78 +183,6 @@ async def follow_rollout(client: AdminClient, args, poll: float = 1.0) -> int:
             state = (rollout or {}).get("state", "completed")
             return EXIT_OK if state == "completed" else EXIT_REFUSED
         await asyncio.sleep(poll)
-
-
-def _rollout_line(rollout: dict | None, status: dict) -> str:
-    if rollout is None:
-        return f"no rollout; weights {_weights_text(status['weights'])}"
-    state = rollout.get("state")
-    if state == "rolled_back":
-        return f"rolled back: {rollout.get('reason')}"
-    step = rollout.get("step_index", 0) + 1
-    steps = rollout.get("steps", [])
-    window = rollout.get("window") or {}
-    line = (f"{state}: step {step}/{len(steps)} ({rollout.get('percent')}% to "
-            f"{rollout.get('to')}), {window.get('requests', 0)} requests, "
-            f"error rate {window.get('error_rate', 0):.2%}")
-    if state != "running":
-        return line + (f": {rollout['reason']}" if rollout.get("reason") else "")
-    line += f", next in {rollout.get('next_step_in', 0):.0f}s"
-    # Waiting for traffic looks like being stuck unless it says so.
-    return line + (f"; waiting: {rollout['reason']}" if rollout.get("reason") else "")
-
-
-# -- rendering -------------------------------------------------------------------------------
-
-def _weights_text(weights: dict) -> str:
-    return " ".join(f"{p}={w}" for p, w in weights.items())
-
-
-def render_status(data: dict) -> str:
-    """`switchyard status` as a table a person can read at a glance."""
-    lines = [f"generation {data['generation']}   weights {_weights_text(data['weights'])}   "
-             f"previous {data.get('previous') or '-'}"]
-    if data.get("draining"):
-        lines.append("proxy is shutting down (draining)")
-    pause = data.get("pause")
-    if pause:
-        lines.append(f"PAUSED for {pause['seconds']:.0f}s: {pause['waiting']} requests wait "
-                     f"(resume, or they go on by themselves in {pause['remaining']:.0f}s)")
-    rows = [("POOL", "WEIGHT", "HEALTH", "IN-FLIGHT", "REQUESTS", "ERRORS", "ERROR RATE")]
-    for name, pool in data["pools"].items():
-        rate = pool["errors"] / pool["requests"] if pool["requests"] else 0.0
-        rows.append((name, str(pool["weight"]), "healthy" if pool["healthy"] else "UNHEALTHY",
-                     str(pool["inflight"]), str(pool["requests"]), str(pool["errors"]),
-                     f"{rate:.2%}"))
-    lines += _table(rows)
-    lines.append("")
-    rows = [("POOL", "UPSTREAM", "STATE", "IN-FLIGHT", "CLOSED UNDER A REQUEST")]
-    for name, pool in data["pools"].items():
-        for up in pool["upstreams"]:
-            state = ("up" if up["healthy"] else "DOWN") + \
-                ("" if up.get("enabled", True) else ", disabled")
-            closes = up.get("closes", 0)
-            rows.append((name, up["address"], state, str(up["inflight"]),
-                         f"{closes} ({up.get('resent', 0)} resent)" if closes else "-"))
-    lines += _table(rows)
-    if data.get("grace"):
-        lines.append("")
-        lines.append("grace: " + ", ".join(f"{p} honours cookies for {s}s more"
-                                           for p, s in data["grace"].items()))
-    if data.get("rollout"):
-        lines.append("")
-        lines.append("rollout: " + _rollout_line(data["rollout"], data))
-    return "\n".join(lines)
-
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for row in rows:
-        cells = [c.ljust(w) if i == 0 or not c[:1].isdigit() else c.rjust(w)
-                 for i, (c, w) in enumerate(zip(row, widths))]
-        out.append("  ".join(cells).rstrip())
-    return out
 
 
 _HANDLERS = {
