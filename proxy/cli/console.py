@@ -1,4 +1,5 @@
-"""The operator's side of the admin socket: requests and human-readable output."""
+"""The commands that talk to the admin socket: one handler per verb, and following
+a drain or a rollout to its end."""
 
 from __future__ import annotations
 
@@ -8,47 +9,19 @@ import sys
 import time
 from typing import Any
 
-import aiohttp
-
-from .. import config as config_module
-from ..commands import CommandError, TesterCookie
-
-EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 3
-
-
-class Unreachable(Exception):
-    pass
-
-
-class AdminClient:
-    """HTTP over the admin Unix socket, one session per command."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> AdminClient:
-        self.session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.path))
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.session.close()
-
-    async def call(self, method: str, path: str, body: Any = None,
-                   if_match: int | None = None, timeout: float = 120) -> tuple[int, dict, str]:
-        headers = {} if if_match is None else {"If-Match": f'"{if_match}"'}
-        try:
-            async with self.session.request(
-                    method, f"http://switchyard{path}", json=body, headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                text = await resp.text()
-        except (aiohttp.ClientConnectionError, OSError, asyncio.TimeoutError) as exc:
-            raise Unreachable(f"{self.path}: {exc or exc.__class__.__name__}") from None
-        try:
-            data = json.loads(text) if text else {}
-        except ValueError:
-            data = {}
-        return resp.status, data, text
+from .bodies import (
+    cutover_command,
+    drain_body,
+    pause_body,
+    tester_cookie_body,
+    upstream_body,
+    weights_body,
+)
+from .client import AdminClient
+from .exits import EXIT_OK, EXIT_REFUSED
+from .follow import run_events
+from .render import drain_progress, holders, reload_summary, render_status, rollout_line
+from .top import run_top
 
 
 def run(args, socket_path: str) -> int:
@@ -72,14 +45,10 @@ async def _status(client: AdminClient, args) -> int:
 
 
 async def _weights(client: AdminClient, args) -> int:
-    from .main import weights_body
-
     return await _mutate(client, args, "PUT", "/weights", weights_body(args))
 
 
 async def _cutover(client: AdminClient, args) -> int:
-    from .main import cutover_command
-
     cmd = cutover_command(args)
     code = await _mutate(client, args, "POST", "/cutover", cmd.to_json())
     if code == EXIT_OK and cmd.steps and getattr(args, "wait", False):
@@ -92,8 +61,6 @@ async def _rollback(client: AdminClient, args) -> int:
 
 
 async def _drain(client: AdminClient, args) -> int:
-    from .main import drain_body
-
     code = await _mutate(client, args, "POST", "/drain", drain_body(args), quiet=args.wait)
     if code == EXIT_OK and args.wait:
         return await follow_drain(client, args.pool, as_json=_json(args), upstream=args.upstream)
@@ -101,8 +68,6 @@ async def _drain(client: AdminClient, args) -> int:
 
 
 async def _pause(client: AdminClient, args) -> int:
-    from .main import pause_body
-
     return await _mutate(client, args, "POST", "/pause", pause_body(args))
 
 
@@ -110,15 +75,7 @@ async def _resume(client: AdminClient, args) -> int:
     return await _mutate(client, args, "POST", "/resume", {})
 
 
-async def _events(client: AdminClient, args) -> int:
-    from .follow import run_events
-
-    return await run_events(client, args)
-
-
 async def _upstream(client: AdminClient, args) -> int:
-    from .main import upstream_body
-
     return await _mutate(client, args, "POST", "/upstream", upstream_body(args))
 
 
@@ -131,26 +88,12 @@ async def _reload(client: AdminClient, args) -> int:
     else:
         print(render_status(data))
         print()
-        print(_reload_summary(data))
+        print(reload_summary(data))
     return EXIT_OK
 
 
-def _reload_summary(data: dict) -> str:
-    applied = ", ".join(data.get("applied") or []) or "nothing changed"
-    lines = [f"reloaded: {applied}"]
-    if data.get("restart_needed"):
-        lines.append("NOT applied until a restart (systemctl restart switchyard): "
-                     + ", ".join(data["restart_needed"]))
-    return "\n".join(lines)
-
-
 async def _tester_cookie(client: AdminClient, args) -> int:
-    try:
-        ttl = config_module.parse_duration(args.ttl)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    body = TesterCookie(args.pool, ttl).to_json()
-    status, data, text = await client.call("POST", "/tester-cookie", body)
+    status, data, text = await client.call("POST", "/tester-cookie", tester_cookie_body(args))
     if status != 200:
         return _refused(status, data, text)
     if _json(args):
@@ -160,12 +103,6 @@ async def _tester_cookie(client: AdminClient, args) -> int:
         print(f"# reaches pool {data['pool']} until {time.ctime(data['expires'])}; e.g.\n"
               f"# curl -H 'Cookie: {data['cookie']}' http://127.0.0.1:8080/", file=sys.stderr)
     return EXIT_OK
-
-
-async def _top(client: AdminClient, args) -> int:
-    from .top import run_top
-
-    return await run_top(client, args)
 
 
 async def _mutate(client: AdminClient, args, method: str, path: str, body: Any,
@@ -210,9 +147,14 @@ async def follow_drain(client: AdminClient, pool: str, as_json: bool = False,
         inflight = info["inflight"] if upstream is None else next(
             (u["inflight"] for u in info["upstreams"] if u["address"] == upstream), 0)
         peak = max(peak, inflight)
-        shown = (inflight, _holders(info.get("holding") or []) if upstream is None else "")
+        shown = (inflight, holders(info.get("holding") or []) if upstream is None else "")
         if shown != last or tty:
-            _show_drain(name, inflight, peak, shown[1], tty)
+            line = drain_progress(name, inflight, peak, shown[1], tty)
+            if tty:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                print(line, flush=True)
             last = shown
         if inflight == 0:
             if tty:
@@ -224,25 +166,6 @@ async def follow_drain(client: AdminClient, pool: str, as_json: bool = False,
         await asyncio.sleep(poll)
 
 
-def _holders(holding: list[dict]) -> str:
-    """The oldest exchanges in flight, as `GET /sse (12s)`; ages rounded so a
-    plain listing changes only when something does."""
-    return ", ".join(f"{'WebSocket ' if h['kind'] == 'websocket' else h['method'] + ' '}"
-                     f"{h['path']} ({int(h['age'])}s)" for h in holding[:3])
-
-
-def _show_drain(pool: str, inflight: int, peak: int, holders: str, tty: bool) -> None:
-    held = f"; oldest: {holders}" if holders else ""
-    if not tty:
-        print(f"{pool}: {inflight} in flight{held}", flush=True)
-        return
-    width = 30
-    filled = 0 if peak == 0 else round(width * inflight / peak)
-    bar = "#" * filled + "." * (width - filled)
-    sys.stdout.write(f"\r{pool}: [{bar}] {inflight:>5} in flight{held[:80]}\033[K")
-    sys.stdout.flush()
-
-
 async def follow_rollout(client: AdminClient, args, poll: float = 1.0) -> int:
     """Show a progressive rollout's steps; 0 when it completes, 1 when it rolled back."""
     last = None
@@ -251,7 +174,7 @@ async def follow_rollout(client: AdminClient, args, poll: float = 1.0) -> int:
         if status != 200:
             return _refused(status, data, text)
         rollout = data.get("rollout")
-        line = _rollout_line(rollout, data)
+        line = rollout_line(rollout, data)
         if line != last:
             print(line, flush=True)
             last = line
@@ -262,78 +185,6 @@ async def follow_rollout(client: AdminClient, args, poll: float = 1.0) -> int:
         await asyncio.sleep(poll)
 
 
-def _rollout_line(rollout: dict | None, status: dict) -> str:
-    if rollout is None:
-        return f"no rollout; weights {_weights_text(status['weights'])}"
-    state = rollout.get("state")
-    if state == "rolled_back":
-        return f"rolled back: {rollout.get('reason')}"
-    step = rollout.get("step_index", 0) + 1
-    steps = rollout.get("steps", [])
-    window = rollout.get("window") or {}
-    line = (f"{state}: step {step}/{len(steps)} ({rollout.get('percent')}% to "
-            f"{rollout.get('to')}), {window.get('requests', 0)} requests, "
-            f"error rate {window.get('error_rate', 0):.2%}")
-    if state != "running":
-        return line + (f": {rollout['reason']}" if rollout.get("reason") else "")
-    line += f", next in {rollout.get('next_step_in', 0):.0f}s"
-    # Waiting for traffic looks like being stuck unless it says so.
-    return line + (f"; waiting: {rollout['reason']}" if rollout.get("reason") else "")
-
-
-# -- rendering -------------------------------------------------------------------------------
-
-def _weights_text(weights: dict) -> str:
-    return " ".join(f"{p}={w}" for p, w in weights.items())
-
-
-def render_status(data: dict) -> str:
-    """`switchyard status` as a table a person can read at a glance."""
-    lines = [f"generation {data['generation']}   weights {_weights_text(data['weights'])}   "
-             f"previous {data.get('previous') or '-'}"]
-    if data.get("draining"):
-        lines.append("proxy is shutting down (draining)")
-    pause = data.get("pause")
-    if pause:
-        lines.append(f"PAUSED for {pause['seconds']:.0f}s: {pause['waiting']} requests wait "
-                     f"(resume, or they go on by themselves in {pause['remaining']:.0f}s)")
-    rows = [("POOL", "WEIGHT", "HEALTH", "IN-FLIGHT", "REQUESTS", "ERRORS", "ERROR RATE")]
-    for name, pool in data["pools"].items():
-        rate = pool["errors"] / pool["requests"] if pool["requests"] else 0.0
-        rows.append((name, str(pool["weight"]), "healthy" if pool["healthy"] else "UNHEALTHY",
-                     str(pool["inflight"]), str(pool["requests"]), str(pool["errors"]),
-                     f"{rate:.2%}"))
-    lines += _table(rows)
-    lines.append("")
-    rows = [("POOL", "UPSTREAM", "STATE", "IN-FLIGHT", "CLOSED UNDER A REQUEST")]
-    for name, pool in data["pools"].items():
-        for up in pool["upstreams"]:
-            state = ("up" if up["healthy"] else "DOWN") + \
-                ("" if up.get("enabled", True) else ", disabled")
-            closes = up.get("closes", 0)
-            rows.append((name, up["address"], state, str(up["inflight"]),
-                         f"{closes} ({up.get('resent', 0)} resent)" if closes else "-"))
-    lines += _table(rows)
-    if data.get("grace"):
-        lines.append("")
-        lines.append("grace: " + ", ".join(f"{p} honours cookies for {s}s more"
-                                           for p, s in data["grace"].items()))
-    if data.get("rollout"):
-        lines.append("")
-        lines.append("rollout: " + _rollout_line(data["rollout"], data))
-    return "\n".join(lines)
-
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for row in rows:
-        cells = [c.ljust(w) if i == 0 or not c[:1].isdigit() else c.rjust(w)
-                 for i, (c, w) in enumerate(zip(row, widths))]
-        out.append("  ".join(cells).rstrip())
-    return out
-
-
 _HANDLERS = {
     "status": _status,
     "weights": _weights,
@@ -342,9 +193,9 @@ _HANDLERS = {
     "drain": _drain,
     "upstream": _upstream,
     "pause": _pause,
-    "events": _events,
+    "events": run_events,
     "resume": _resume,
     "reload": _reload,
-    "top": _top,
+    "top": run_top,
     "tester-cookie": _tester_cookie,
 }

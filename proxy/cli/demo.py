@@ -9,7 +9,7 @@ generator sends cookie-less requests through the proxy, so a progressive
 cutover's automatic rollback can be watched in `switchyard top`.  Everything
 the demo writes goes under ./run/.
 
-`python -m proxy.demo --pool blue --port 9501` runs one pool alone (tests use
+`python -m proxy.cli.demo --pool blue --port 9501` runs one pool alone (tests use
 it as a real upstream process).
 """
 
@@ -25,6 +25,8 @@ import sys
 
 import aiohttp
 from aiohttp import web
+
+from .exits import EXIT_OK
 
 RUN_DIR = "run"
 
@@ -172,7 +174,7 @@ async def _demo(first_port: int, load: float, bad_green: float, fresh: bool) -> 
         await blue.cleanup()
         await green.cleanup()
         access.close()
-    return 0
+    return EXIT_OK
 
 
 async def _load(port: int, rate: float) -> None:

@@ -14,7 +14,8 @@ import select
 import sys
 import time
 
-from .console import AdminClient, Unreachable
+from .client import AdminClient, Unreachable
+from .exits import EXIT_OK, EXIT_REFUSED
 
 POLL = 0.5
 RECENT = 50  # events shown before following
@@ -37,7 +38,7 @@ async def run_events(client: AdminClient, args) -> int:
             continue
         if status != 200:
             print(f"switchyard events: admin answered {status}: {text.strip()}", file=sys.stderr)
-            return 1
+            return EXIT_REFUSED
         if process not in (None, data.get("process")):
             if process != "gone" or after:
                 _note("the proxy restarted")
@@ -49,7 +50,7 @@ async def run_events(client: AdminClient, args) -> int:
             print(json.dumps(event) if as_json else render(event), flush=True)
             after = max(after, event.get("seq", 0))
         if not follow:
-            return 0
+            return EXIT_OK
         if _reader_gone():
             # `events -f | head -1`: the reader left while no event came to fail a write,
             # and a quiet proxy may not send one for hours.  Leave as a broken pipe would.

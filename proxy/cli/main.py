@@ -1,7 +1,5 @@
-"""The `switchyard` command.  The only module that exits.
-
-Exit codes (SPEC 2.1): 0 done; 1 refused (invalid value, unhealthy target,
-conflict); 2 usage error; 3 the admin socket cannot be reached.
+"""The `switchyard` command: arguments, then serve/check/demo here or a command
+over the admin socket (console).  The only module that exits; the codes are in exits.
 """
 
 from __future__ import annotations
@@ -12,11 +10,12 @@ import os
 import sys
 
 from .. import config as config_module
-from ..commands import CommandError, Cutover, Weights
-from .console import Unreachable
+from ..commands import CommandError
+from .client import Unreachable
+from .console import run
+from .exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 
 DEFAULT_SOCKET = "/run/switchyard/admin.sock"
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 # -- argument parsing ------------------------------------------------------------------
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"switchyard: cannot reach the admin socket: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`switchyard events -f | head`): what it wanted it got.
         # Point stdout at /dev/null so the flush at exit does not complain again.
@@ -151,8 +150,6 @@ def _run(args) -> int:
         if args.load < 0 or args.load > 10000:
             raise CommandError("--load: expected 0..10000 requests per second")
         return run_demo(args.port, args.load, bad, args.fresh)
-    from .console import run
-
     return run(args, socket_path(args))
 
 
@@ -196,64 +193,6 @@ def _serve_or_check(args) -> int:
     except (OSError, ValueError, StateError, RuntimeError) as exc:  # socket, secret, state, parser
         print(f"switchyard serve: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-
-
-def cutover_command(args) -> Cutover:
-    """argv → the same Cutover the admin API parses (durations and rates as numbers)."""
-    body: dict = {"to": args.pool}
-    if args.force:
-        body["force"] = True
-    try:
-        if args.steps:
-            body["steps"] = [int(s.strip().rstrip("%")) for s in args.steps.split(",")]
-        if args.interval:
-            body["interval"] = config_module.parse_duration(args.interval)
-        if args.max_error_rate:
-            body["max_error_rate"] = config_module.parse_rate(args.max_error_rate)
-        if args.max_p99:
-            body["max_p99"] = config_module.parse_duration(args.max_p99)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    if args.min_requests is not None:
-        body["min_requests"] = args.min_requests
-    return Cutover.from_json(body, [args.pool])
-
-
-def drain_body(args) -> dict:
-    """argv → the body of POST /drain (the timeout in seconds)."""
-    body: dict = {"pool": args.pool}
-    if args.upstream:
-        body["upstream"] = args.upstream
-    if args.force:
-        body["force"] = True
-    if args.timeout:
-        try:
-            body["timeout"] = config_module.parse_duration(args.timeout)
-        except ValueError as exc:
-            raise CommandError(f"--timeout: {exc}") from None
-    return body
-
-
-def pause_body(args) -> dict:
-    """argv → the body of POST /pause (the timeout in seconds)."""
-    if not args.timeout:
-        return {}
-    try:
-        return {"timeout": config_module.parse_duration(args.timeout)}
-    except ValueError as exc:
-        raise CommandError(f"--timeout: {exc}") from None
-
-
-def upstream_body(args) -> dict:
-    """argv → the body of POST /upstream."""
-    body: dict = {"pool": args.pool, "address": args.address, "enabled": args.action == "enable"}
-    if args.force:
-        body["force"] = True
-    return body
-
-
-def weights_body(args) -> dict:
-    return Weights.from_args(args.weights)
 
 
 def entry() -> None:

@@ -14,8 +14,10 @@ import asyncio
 import sys
 import time
 
-from .console import Unreachable
 from ..dataplane.stats import quantile
+from .client import Unreachable
+from .exits import EXIT_OK, EXIT_REFUSED
+from .render import table
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -41,7 +43,7 @@ async def run_top(client, args) -> int:
             continue
         if status != 200:
             print(f"switchyard top: admin answered {status}: {text.strip()}", file=sys.stderr)
-            return 1
+            return EXIT_REFUSED
         now = time.monotonic()
         screen = render(data, previous, now - previous_at if previous else 0.0)
         sys.stdout.write((CLEAR if tty else "") + screen + ("" if tty else "\n"))
@@ -50,7 +52,7 @@ async def run_top(client, args) -> int:
         shown += 1
         if count == 0 or shown < count:
             await asyncio.sleep(interval)
-    return 0
+    return EXIT_OK
 
 
 def render(data: dict, previous: dict | None, elapsed: float) -> str:
@@ -59,7 +61,7 @@ def render(data: dict, previous: dict | None, elapsed: float) -> str:
     rows = [("POOL", "WEIGHT", "HEALTH", "REQ/S", "ERRORS", "P50", "P99", "IN-FLIGHT")]
     for name, pool in data["pools"].items():
         rows.append(_row(name, pool, (previous or {}).get("pools", {}).get(name), elapsed))
-    lines = [head, ""] + _table(rows)
+    lines = [head, ""] + table(rows, right_from=3, min_widths=_WIDTHS)
     rollout = data.get("rollout")
     if rollout:
         lines += ["", _rollout(rollout)]
@@ -101,9 +103,3 @@ def _rollout(r: dict) -> str:
 
 # Columns keep their width from one refresh to the next (wider only for long names).
 _WIDTHS = (8, 6, 9, 7, 7, 9, 9, 9)
-
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(_WIDTHS[i], *(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
-                      enumerate(zip(row, widths))).rstrip() for row in rows]

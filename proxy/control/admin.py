@@ -1,21 +1,17 @@
 """The admin API: HTTP/1.1 with JSON bodies on a Unix socket.
 
-The socket is created with its configured mode from the start (umask set
-around bind, so there is no window where it is wider), every peer's uid is
-checked with SO_PEERCRED, and connections, request sizes and idle time are
-bounded.  Handlers parse their input with the same types the CLI uses and
-answer errors as JSON; nothing an admin client sends can crash the proxy.
+The socket is created with its configured mode from the start, every peer's
+uid is checked with SO_PEERCRED (both in admin_socket), and connections,
+request sizes and idle time are bounded.  Handlers parse their input with the
+same types the CLI uses and answer errors as JSON; nothing an admin client
+sends can crash the proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import grp
 import json
 import os
-import pwd
-import socket
-import struct
 import time
 from typing import Any, Awaitable, Callable
 
@@ -31,10 +27,10 @@ from ..commands import (
     Weights,
     parse_if_match,
 )
+from .admin_socket import Refuse, allowed, bind_unix, peer_credentials
 from .controller import Controller, caller_of
 from .state import StateError
 
-_PEERCRED = struct.Struct("3i")
 PEER_KEY = web.AppKey("peer", object)
 
 
@@ -78,7 +74,7 @@ class AdminServer:
         handler = self.runner.server
         limit = cfg.max_connections
         self.server = await loop.create_unix_server(
-            lambda: handler() if len(handler.connections) < limit else _Refuse(), sock=sock)
+            lambda: handler() if len(handler.connections) < limit else Refuse(), sock=sock)
 
     async def close(self) -> None:
         if self.server is not None:
@@ -95,7 +91,7 @@ class AdminServer:
     @web.middleware
     async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
         peer = peer_credentials(request.transport)
-        if not self._allowed(peer):
+        if not allowed(peer, self.config.admin):
             self.log.warning("admin_refused", uid=peer[1] if peer else None,
                              pid=peer[0] if peer else None, path=request.path)
             return _error(403, "this uid may not use the admin socket")
@@ -112,21 +108,6 @@ class AdminServer:
         except Exception as exc:  # a bug answers 500 in JSON; the proxy keeps running
             self.log.error("admin_internal_error", path=request.path, error=repr(exc))
             return _error(500, f"internal error: {exc!r}")
-
-    def _allowed(self, peer: tuple[int, int, int] | None) -> bool:
-        if peer is None:
-            return False
-        _, uid, gid = peer
-        cfg = self.config.admin
-        if uid in (0, os.getuid()) or uid in cfg.uids:
-            return True
-        if cfg.group is None:
-            return False
-        try:
-            group = grp.getgrnam(cfg.group)
-        except KeyError:
-            return False
-        return gid == group.gr_gid or _user_in_group(uid, group)
 
     # -- handlers ------------------------------------------------------------------
 
@@ -223,22 +204,6 @@ class AdminServer:
                                  headers={"ETag": f'"{body["generation"]}"'})
 
 
-class _Refuse:
-    """Protocol for connections over admin.max_connections: closed at once."""
-
-    def connection_made(self, transport) -> None:
-        transport.close()
-
-    def connection_lost(self, exc) -> None:
-        pass
-
-    def data_received(self, data) -> None:
-        pass
-
-    def eof_received(self) -> bool:
-        return False
-
-
 async def _json(request: web.Request, optional: bool = False) -> Any:
     raw = await request.read()
     if not raw.strip():
@@ -270,57 +235,3 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
-
-
-def _user_in_group(uid: int, group) -> bool:
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return False
-    return name in group.gr_mem
-
-
-def peer_credentials(transport) -> tuple[int, int, int] | None:
-    """(pid, uid, gid) of the process at the other end of a Unix socket."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return None
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    except OSError:
-        return None
-    return _PEERCRED.unpack(raw)
-
-
-def bind_unix(path: str, mode: int, group: str | None) -> socket.socket:
-    """A listening Unix socket whose mode is right from the moment it exists."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o750 if group else 0o700, exist_ok=True)
-    _remove_stale(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o777 & ~mode)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    os.chmod(path, mode)
-    if group is not None:
-        os.chown(path, -1, grp.getgrnam(group).gr_gid)
-    sock.listen(64)
-    sock.setblocking(False)
-    return sock
-
-
-def _remove_stale(path: str) -> None:
-    """Remove a socket file left by a dead process; refuse to steal a live one."""
-    if not os.path.exists(path):
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise OSError(f"{path}: another process is serving this admin socket")
