@@ -204,7 +204,8 @@ class Exchange:
                                    ANSWERED)
             return
         if self.set_cookie:  # sticky from the handshake on
-            head = [*head, self._cookie_line()]
+            head = [*head, self.plane.set_cookie_line(
+                self.pool.name, self.client.trusted and came_over_https(self.request.headers))]
         self.phase = DONE
         self.conn = None
         self.client.become_tunnel(self, conn, b"".join(
@@ -254,10 +255,6 @@ class Exchange:
         out.clear()
 
     # -- endings ------------------------------------------------------------------------
-
-    def _cookie_line(self) -> bytes:
-        return self.plane.set_cookie_line(
-            self.pool.name, self.client.trusted and came_over_https(self.request.headers))
 
     def _cut(self, err: ProxyError, up: Upstream) -> None:
         """End a response whose head is already out: log it as cut, abort."""

@@ -12,7 +12,6 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from .client import ClientConnection
 from .reading import DEADLINES
 from .forwarding import Forwarding
 from .pool import Pool
@@ -42,11 +41,11 @@ class DataPlane:
         self.signer = signer
         self.log = log
         self.access = access
-        self.clients: set[ClientConnection] = set()
+        self.clients: set = set()  # of client.ClientConnection (which imports us)
         # Client connections waiting for a request, longest idle first (a dict
         # keeps insertion order): at the connection cap the first is closed to
         # admit a new client, as nginx reclaims keep-alive connections.
-        self.idle: dict[ClientConnection, None] = {}
+        self.idle: dict = {}
         self.evicted = 0
         self.pause = None  # a pause.HeldRequests while `switchyard pause` holds requests
         self.tunnels: set = set()
