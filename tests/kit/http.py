@@ -52,7 +52,7 @@ class Response:
     headers: dict[str, list[str]]  # lower-case names, each value in the order received
     body: bytes
     version: str = "HTTP/1.1"
-    keep_alive: bool = True        # False after Connection: close, HTTP/1.0 or a body ended by a close
+    keep_alive: bool = True        # False after Connection: close, HTTP/1.0, a close-ended body
 
 
 def parse_head(head: bytes) -> tuple[str, int, dict[str, list[str]]]:
