@@ -13,6 +13,7 @@ import pytest
 
 from .support import (
     ROOT,
+    answering,
     cookie_for,
     get,
     open_conn,
@@ -321,16 +322,50 @@ def test_access_log_has_one_line_per_request(proxy):
     assert line["bytes"] > 0 and line["duration_ms"] >= 0
 
 
+def _holding(name: str, release: threading.Event):
+    """An upstream's script: answers say `X-Pool: name`; `GET /hold` is answered only
+    once `release` is set (10 s at most), keeping a request in flight there."""
+    answer = answering(name)
+
+    def respond(request: bytes) -> bytes:
+        if request.startswith(b"GET /hold "):
+            release.wait(10)
+        return answer(request)
+    return respond
+
+
 @pytest.mark.parametrize("balance", ["round_robin", "least_inflight"])
 def test_a_pool_balances_among_its_upstreams(upstreams, start_proxy, balance):
-    ups = [upstreams(), upstreams()]
-    p = start_proxy({"upstreams": [u.address for u in ups], "balance": balance},
-                    [ups[0].address])
+    release = threading.Event()
+    ups = {name: upstreams(respond=_holding(name, release)) for name in ("a", "b")}
+    p = start_proxy({"upstreams": [u.address for u in ups.values()], "balance": balance},
+                    [ups["a"].address])
     conn = open_conn(p.port)
     for _ in range(100):
         resp, _ = get(conn)
         assert resp.status == 200
-    counts = [len(u.requests) for u in ups]
+    counts = [len(u.requests) for u in ups.values()]
     # Sequential requests: nothing is in flight when the next one is placed,
     # so both policies rotate; neither upstream is left out.
     assert sum(counts) == 100 and min(counts) >= 40, counts
+
+    # Now one upstream holds a request in flight while 20 more are sent, one at a time.
+    held: list[bytes] = []
+    holder_conn = open_conn(p.port, timeout=20)
+    holder = threading.Thread(target=lambda: held.append(get(holder_conn, "/hold")[1]))
+    holder.start()
+    try:
+        busy = wait_for(lambda: next((name for name, u in ups.items()
+                                      if any(r.startswith(b"GET /hold ") for r in u.requests)),
+                                     None), what="the held request at an upstream")
+        seen = [get(conn)[0].getheader("X-Pool") for _ in range(20)]
+        assert held == []  # the held request was in flight for all 20
+    finally:
+        release.set()
+        holder.join(timeout=15)
+    assert held == [f"{busy}\n".encode()]
+    free = "b" if busy == "a" else "a"
+    if balance == "least_inflight":
+        assert seen == [free] * 20, seen  # never the upstream with a request in flight
+    else:  # round robin takes turns, busy or not
+        assert set(seen) == {"a", "b"} and all(x != y for x, y in zip(seen, seen[1:])), seen
