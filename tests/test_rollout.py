@@ -97,7 +97,7 @@ def test_healthy_green_completes_every_step(setup):
     state = rollout(proxy)
     assert state["state"] == "completed" and state["percent"] == 100
     assert proxy.status()["weights"] == {"blue": 0, "green": 100}
-    assert all(status == 200 for (_, status) in counts)
+    assert counts and all(status == 200 for (_, status) in counts)
     steps = [e for e in admin(proxy, "GET", "/events")[2]["events"]
              if e["event"] == "rollout_step"]
     assert [e["percent"] for e in steps] == [50, 100]
