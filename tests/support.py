@@ -3,7 +3,7 @@
 Import what a test needs from here; the fixtures built on it (pools, start_proxy,
 upstreams, dead_port) are in tests/conftest.py.
 
-- waiting, ports, memory      wait_for, free_port, rss_kb
+- waiting, ports, memory      wait_for, free_port, rss_kb, rss_mb
 - the client side             open_conn, get, sticky_cookie, cookie_for; raw bytes with
                               raw_exchange, converse, parse_responses (tests/kit/http.py)
 - upstreams                   RecordingUpstream and its scripts (tests/kit/upstreams.py),
@@ -61,6 +61,7 @@ def rss_kb(pid: int) -> int:
 
 
 def rss_mb(pid: int) -> float:
+    """rss_kb in MB, as the resilience tests report and bound it."""
     return rss_kb(pid) / 1024
 
 
