@@ -11,9 +11,9 @@ requests have been started, whichever comes first:
     assert result.failures == []
     assert result.by_pool["green"] > 0
 
-Responses are parsed from raw bytes (status line, headers, Content-Length,
-chunked or close-delimited bodies), so a short body is seen as truncated
-rather than papered over by a library.
+Responses are framed from raw bytes by the kit's one parser (tests/kit/http.py:
+Content-Length, chunked or close-delimited bodies), so a short body is seen as
+truncated rather than papered over by a library.
 
 Outcomes:
 - a complete 2xx response is a success, counted in `by_pool` under its
@@ -40,7 +40,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-CHUNK = 65536
+from .kit.http import Cut, Malformed, Reader, Response
 
 
 class Failure(Exception):
@@ -64,7 +64,7 @@ class LoadResult:
 
 
 class _Connection:
-    """One client socket and the bytes read past the current response."""
+    """One client socket, and its reader (which keeps the bytes read past a response)."""
 
     def __init__(self, port: int, timeout: float) -> None:
         try:
@@ -73,7 +73,7 @@ class _Connection:
             raise Failure("connect refused") from None
         except OSError as exc:
             raise Failure(f"connect failed: {exc}") from None
-        self.buf = b""
+        self.reader = Reader(self.sock)
         self.answered = 0  # responses received on this connection
 
     def close(self) -> None:
@@ -207,16 +207,16 @@ class LoadClient:
             conn.sock.sendall(self.request)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ClosedEarly(f"send failed: {exc.__class__.__name__}") from None
-        status, headers, keep = _read_response(conn)
+        response = _read_response(conn)
         conn.answered += 1
-        if not keep:
+        if not response.keep_alive:
             conn.close()
             conn = None
-        elif conn.buf:
-            raise Failure(f"unexpected bytes after the response: {conn.buf[:60]!r}")
-        if not 200 <= status < 300:
-            raise Failure(f"status {status}")
-        return headers.get("x-pool", "-"), conn
+        elif conn.reader.buf:
+            raise Failure(f"unexpected bytes after the response: {conn.reader.buf[:60]!r}")
+        if not 200 <= response.status < 300:
+            raise Failure(f"status {response.status}")
+        return ", ".join(response.headers.get("x-pool", ["-"])), conn
 
 
 def _close(conn: _Connection | None) -> None:
@@ -225,96 +225,20 @@ def _close(conn: _Connection | None) -> None:
     return None
 
 
-# -- reading one response from raw bytes -----------------------------------------------------
+# -- one response, its failures named the way this client counts them ------------------------
 
-def _recv(conn: _Connection, what: str, received_any: bool) -> bytes:
+def _read_response(conn: _Connection) -> Response:
+    """The next final response (1xx answers are skipped)."""
     try:
-        data = conn.sock.recv(CHUNK)
-    except socket.timeout:
-        raise Failure(f"timeout waiting for {what}") from None
-    except ConnectionResetError:
-        if not received_any:
-            raise ClosedEarly("reset before the response") from None
-        raise Failure(f"reset in the middle of the {what}") from None
-    if not data:
-        if not received_any:
-            raise ClosedEarly("closed before the response")
-        raise Failure(f"truncated {what}: connection closed")
-    return data
-
-
-def _read_response(conn: _Connection) -> tuple[int, dict[str, str], bool]:
-    """(status, headers, keep-alive) of one final response; 1xx answers are skipped."""
-    while True:
-        status, headers, version = _read_head(conn)
-        if status >= 200:
-            break
-    keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-    if status in (204, 304):
-        return status, headers, keep
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        _read_chunked(conn)
-    elif "content-length" in headers:
-        try:
-            length = int(headers["content-length"])
-        except ValueError:
-            raise Failure(f"bad Content-Length {headers['content-length']!r}") from None
-        _read_exactly(conn, length)
-    else:
-        while True:  # delimited by close
-            try:
-                chunk = conn.sock.recv(CHUNK)
-            except socket.timeout:
-                raise Failure("timeout waiting for a close-delimited body") from None
-            if not chunk:
-                break
-        keep = False
-    return status, headers, keep
-
-
-def _read_head(conn: _Connection) -> tuple[int, dict[str, str], str]:
-    while b"\r\n\r\n" not in conn.buf:
-        conn.buf += _recv(conn, "response head", received_any=bool(conn.buf))
-    head, conn.buf = conn.buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise Failure(f"malformed status line {lines[0]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise Failure(f"malformed header line {line!r}")
-        name = name.strip().lower()
-        headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
-    return int(parts[1]), headers, parts[0]
-
-
-def _read_exactly(conn: _Connection, n: int) -> bytes:
-    while len(conn.buf) < n:
-        conn.buf += _recv(conn, "body", received_any=True)
-    data, conn.buf = conn.buf[:n], conn.buf[n:]
-    return data
-
-
-def _read_line(conn: _Connection) -> bytes:
-    while b"\r\n" not in conn.buf:
-        conn.buf += _recv(conn, "chunked body", received_any=True)
-    line, conn.buf = conn.buf.split(b"\r\n", 1)
-    return line
-
-
-def _read_chunked(conn: _Connection) -> None:
-    while True:
-        size_line = _read_line(conn)
-        try:
-            size = int(size_line.split(b";")[0].strip(), 16)
-        except ValueError:
-            raise Failure(f"bad chunk size line {size_line!r}") from None
-        if size == 0:
-            while _read_line(conn):  # trailers, up to the empty line
-                pass
-            return
-        _read_exactly(conn, size)
-        if _read_exactly(conn, 2) != b"\r\n":
-            raise Failure("chunk not followed by CRLF")
+        return conn.reader.final()
+    except Cut as cut:
+        if cut.how == "timeout":
+            raise Failure(f"timeout waiting for {cut.what}") from None
+        if not cut.started:  # no byte of the response: on a reused connection, sent again
+            raise ClosedEarly("reset before the response" if cut.how == "reset"
+                              else "closed before the response") from None
+        if cut.how == "reset":
+            raise Failure(f"reset in the middle of the {cut.what}") from None
+        raise Failure(f"truncated {cut.what}: connection closed") from None
+    except Malformed as exc:
+        raise Failure(f"malformed {exc}") from None

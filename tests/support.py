@@ -1,21 +1,71 @@
-"""Real processes and real sockets for the tests: the proxy, pools, a recording upstream."""
+"""The test kit: real processes and real sockets for the end-to-end tests.
+
+Import what a test needs from here; the fixtures built on it (pools, start_proxy,
+upstreams, dead_port) are in tests/conftest.py.
+
+- waiting, ports, memory      wait_for, free_port, rss_kb, rss_mb
+- the client side             open_conn, get, sticky_cookie, cookie_for; raw bytes with
+                              raw_exchange, converse, parse_responses (tests/kit/http.py)
+- upstreams                   RecordingUpstream and its scripts (tests/kit/upstreams.py),
+                              PoolProcess
+- the proxy                   ProxyProcess, switchyard (the command), admin (the API)
+- systemd's part              listening_socket, Activated, Notifications (tests/kit/systemd.py)
+"""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
-import select
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .kit import ROOT
+from .kit.http import (Reply, converse, parse_responses, raw_exchange, read_response,  # noqa: F401
+                       read_until_closed, request_fields)
+from .kit.systemd import Activated, Notifications, listening_socket  # noqa: F401
+from .kit.upstreams import RecordingUpstream, answering, ok_response  # noqa: F401
 
+
+# -- waiting, ports, memory ------------------------------------------------------------------
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll until `predicate()` is truthy and return its value; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the usual small race applies)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def rss_mb(pid: int) -> float:
+    """rss_kb in MB, as the resilience tests report and bound it."""
+    return rss_kb(pid) / 1024
+
+
+# -- the client side -------------------------------------------------------------------------
 
 _open_connections: list = []
 
@@ -25,6 +75,11 @@ def open_conn(port: int, timeout: float = 10) -> http.client.HTTPConnection:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     _open_connections.append(conn)
     return conn
+
+
+def close_connections() -> None:
+    while _open_connections:
+        _open_connections.pop().close()
 
 
 def get(conn: http.client.HTTPConnection, path: str = "/", headers: dict | None = None):
@@ -42,58 +97,117 @@ def sticky_cookie(resp) -> str | None:
     return None
 
 
-def close_connections() -> None:
-    while _open_connections:
-        _open_connections.pop().close()
+def cookie_for(proxy: ProxyProcess, pool: str, tries: int = 500) -> str:
+    """A sticky cookie the proxy minted for `pool` (the pool must have weight)."""
+    conn = open_conn(proxy.port)
+    for _ in range(tries):
+        resp, _ = get(conn)
+        if resp.getheader("X-Pool") == pool:
+            return sticky_cookie(resp)
+    raise AssertionError(f"no response from {pool} in {tries} requests")
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+# -- upstream processes ----------------------------------------------------------------------
+
+class ServerProcess:
+    """A server in its own process that prints `listening PORT` once it listens."""
+
+    def __init__(self, argv: list[str], name: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT)
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("listening "):
+            self.stop()
+            raise RuntimeError(f"{name} did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.address = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+
+
+class PoolProcess(ServerProcess):
+    """A demo pool (aiohttp, behaves like Hyperf: X-Pool, /health, /slow, /events)."""
+
+    def __init__(self, name: str, port: int = 0) -> None:
+        super().__init__([sys.executable, "-m", "proxy.cli.demo", "--pool", name,
+                          "--port", str(port)], f"pool {name}")
+
+
+# -- the proxy ---------------------------------------------------------------------------------
+
+def _env(env: dict | None) -> dict[str, str]:
+    """This process's environment plus `env`; a None value removes that variable."""
+    full = dict(os.environ, PYTHONPATH=ROOT)
+    for name, value in (env or {}).items():
+        if value is None:
+            full.pop(name, None)
+        else:
+            full[name] = value
+    return full
+
+
+def switchyard(*args: str, env: dict | None = None, cwd: str = ROOT,
+               timeout: float = 60) -> subprocess.CompletedProcess:
+    """`switchyard ARGS`, the real command in a subprocess, run to its end.
+    `env` is added to this process's environment (None removes a variable)."""
+    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout, env=_env(env))
+
+
+def spawn_switchyard(*args: str, env: dict | None = None, cwd: str = ROOT, text: bool = True,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """`switchyard ARGS` left running (serve, events -f, top, demo...); the caller ends it."""
+    return subprocess.Popen([sys.executable, "-m", "proxy.cli", *args], stdout=stdout,
+                            stderr=stderr, text=text, cwd=cwd, env=_env(env))
+
+
+BLUE_ONLY = {"blue": 100, "green": 0}
 
 
 class ProxyProcess:
-    """`switchyard serve` in a subprocess, on port 0; the bound port is read from its log."""
+    """`switchyard serve` in a subprocess, on port 0; the bound port is read from its log.
 
-    def __init__(self, tmp_path, pools: dict[str, list[str]], weights: dict[str, int],
+    `pools` maps a pool to its upstream addresses, or to its whole settings
+    ({"upstreams": [...], "balance": ...}); `health` replaces the health settings."""
+
+    HEALTH = "{path: /health, interval: 200ms, timeout: 1s}"
+
+    def __init__(self, tmp_path, pools: dict[str, list[str] | dict], weights: dict[str, int],
                  extra: str = "", listen: str = "127.0.0.1:0", env: dict | None = None,
-                 config_text: str | None = None) -> None:
+                 health: str | None = None) -> None:
         self.dir = tmp_path
         # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be longer.
         self.admin = os.path.join(tempfile.mkdtemp(prefix="sy-"), "admin.sock")
         self.state_file = str(tmp_path / "state.json")
         self.config_path = str(tmp_path / "switchyard.yaml")
-        if config_text is None:
-            config_text = self.config(pools, weights, extra, listen)
         with open(self.config_path, "w") as f:
-            f.write(config_text)
+            f.write(self.config(pools, weights, extra, listen, health or self.HEALTH))
         self.env = env
         self.proc: subprocess.Popen | None = None
         self.lines: list[dict] = []
         self.port = 0
 
-    def config(self, pools, weights, extra, listen) -> str:
-        pool_lines = "\n".join(f"  {name}: {{upstreams: {json.dumps(ups)}}}"
-                               for name, ups in pools.items())
+    def config(self, pools, weights, extra, listen, health) -> str:
+        pool_lines = "\n".join(
+            f"  {name}: {{" + ", ".join(f"{key}: {json.dumps(value)}" for key, value in
+                                         (p if isinstance(p, dict) else {"upstreams": p}).items())
+            + "}" for name, p in pools.items())
         return (f"listen: [\"{listen}\"]\n"
                 f"admin: {{socket: {self.admin}}}\n"
                 f"state_file: {self.state_file}\n"
                 f"pools:\n{pool_lines}\n"
                 f"weights: {json.dumps(weights)}\n"
-                f"health: {{path: /health, interval: 200ms, timeout: 1s}}\n"
+                f"health: {health}\n"
                 f"log: {{access: true, format: json}}\n" + extra)
 
     def start(self, wait: bool = True) -> ProxyProcess:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.update(self.env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "-c", self.config_path],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.proc = spawn_switchyard("serve", "-c", self.config_path, text=False,
+                                     stderr=subprocess.STDOUT,
+                                     env={"PYTHONUNBUFFERED": "1", **(self.env or {})})
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if wait:
@@ -102,6 +216,13 @@ class ProxyProcess:
             if listen and not listen[0].startswith("unix:"):
                 self.port = int(listen[0].rsplit(":", 1)[1])
         return self
+
+    def restart(self) -> int:
+        """Stop (its exit code is returned) and start again: same config, state and socket."""
+        code = self.stop()
+        self.lines.clear()
+        self.start()
+        return code
 
     def _read(self) -> None:
         for raw in self.proc.stdout:
@@ -120,8 +241,8 @@ class ProxyProcess:
         return [line for line in list(self.lines) if line.get("event") == name]
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-m", "proxy.cli", *args, "--socket", self.admin],
-                                capture_output=True, text=True, cwd=ROOT, timeout=60)
+        """`switchyard ARGS --socket` this proxy's admin socket."""
+        result = switchyard(*args, "--socket", self.admin)
         if check and result.returncode != 0:
             raise AssertionError(f"switchyard {' '.join(args)}: {result.returncode}\n"
                                  f"{result.stdout}\n{result.stderr}")
@@ -150,178 +271,50 @@ class ProxyProcess:
         self.proc.stdout.close()
 
 
-class PoolProcess:
-    """A demo pool (aiohttp, behaves like Hyperf) in its own process."""
-
-    def __init__(self, name: str, port: int = 0) -> None:
-        self.name = name
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli.demo", "--pool", name, "--port", str(port)],
-            stdout=subprocess.PIPE, cwd=ROOT)
-        line = self.proc.stdout.readline().decode()
-        if not line.startswith("listening "):
-            raise RuntimeError(f"pool {name} did not start: {line!r}")
-        self.port = int(line.split()[1])
-        self.address = f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc.stdout.close()
+def edit_config(proxy: ProxyProcess, edit) -> str:
+    """Rewrite the proxy's config file with `edit(text) -> text`; return the new text."""
+    with open(proxy.config_path) as f:
+        text = edit(f.read())
+    with open(proxy.config_path, "w") as f:
+        f.write(text)
+    return text
 
 
-@dataclass
-class Exchange:
-    """What one upstream connection received, and what it was told to answer."""
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket: the admin API's transport."""
 
-    received: bytearray = field(default_factory=bytearray)
+    def __init__(self, path: str, timeout: float = 30) -> None:
+        super().__init__("switchyard", timeout=timeout)
+        self.unix_path = path
 
-
-class RecordingUpstream:
-    """A raw TCP upstream that records every byte and answers from a script.
-
-    `respond(request_bytes) -> bytes | None` is called each time a complete
-    request head (and Content-Length body) has arrived on a connection; None
-    closes the connection.  Runs in a thread with plain blocking sockets, so
-    what it records is exactly what crossed the wire.
-    """
-
-    def __init__(self, respond=None) -> None:
-        self.respond = respond or (lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self._stop = False
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop:
-            ready, _, _ = select.select([self.sock], [], [], 0.05)
-            if ready:
-                conn, _ = self.sock.accept()
-                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        buf = b""
-        conn.settimeout(10)
-        counted = False
-        try:
-            while not self._stop:
-                request, buf = self._read_request(conn, buf)
-                if request is None:
-                    return
-                if request.startswith(b"GET /health "):  # the proxy's health checks
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    continue
-                if not counted:
-                    counted = True
-                    self.connections += 1  # connections that carried proxied requests
-                self.requests.append(request)
-                answer = self.respond(request)
-                if answer is None:
-                    return
-                if callable(answer):
-                    answer(conn)
-                else:
-                    conn.sendall(answer)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _read_request(conn, buf: bytes) -> tuple[bytes | None, bytes]:
-        while b"\r\n\r\n" not in buf:
-            data = conn.recv(65536)
-            if not data:
-                return None, buf
-            buf += data
-        head, rest = buf.split(b"\r\n\r\n", 1)
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip())
-        while len(rest) < length:
-            data = conn.recv(65536)
-            if not data:
-                return None, buf
-            rest += data
-        return head + b"\r\n\r\n" + rest[:length], rest[length:]
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=2)
-        self.sock.close()
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
 
 
-def raw_exchange(port: int, data: bytes, timeout: float = 5.0, until_close: bool = True,
-                 expect: int | None = None) -> bytes:
-    """Send raw bytes to the proxy; return everything it answered (until close or `expect` bytes)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if expect is not None and len(out) >= expect:
-                break
-            if not until_close and out.count(b"\r\n\r\n") and _complete(out):
-                break
-        return out
+def admin(proxy: ProxyProcess, method: str, path: str, body=None,
+          headers: dict | None = None) -> tuple[int, dict, object]:
+    """One admin API call over the Unix socket: (status, lower-case headers, the body
+    parsed as JSON, or its raw bytes when it is not JSON)."""
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    conn = UnixHTTPConnection(proxy.admin)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        raw = resp.read()
+        head = {name.lower(): value for name, value in resp.getheaders()}
+    finally:
+        conn.close()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = raw
+    return resp.status, head, data
 
 
-def _complete(data: bytes) -> bool:
-    head, _, body = data.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return len(body) >= int(line.split(b":")[1])
-    return False
-
-
-def parse_responses(data: bytes) -> list[tuple[int, dict, bytes]]:
-    """Split a byte stream of HTTP/1.1 responses (Content-Length or chunked)."""
-    out = []
-    while data:
-        head, sep, data = data.partition(b"\r\n\r\n")
-        if not sep:
-            raise AssertionError(f"incomplete head: {head!r}")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split()[1])
-        headers: dict[str, list[str]] = {}
-        for line in lines[1:]:
-            name, _, value = line.decode().partition(":")
-            headers.setdefault(name.strip().lower(), []).append(value.strip())
-        body, data = _body(headers, data)
-        out.append((status, headers, body))
-    return out
-
-
-def _body(headers: dict, data: bytes) -> tuple[bytes, bytes]:
-    if "content-length" in headers:
-        n = int(headers["content-length"][0])
-        return data[:n], data[n:]
-    if "chunked" in ",".join(headers.get("transfer-encoding", [])):
-        body = b""
-        while True:
-            size_line, _, data = data.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                _, _, data = data.partition(b"\r\n")
-                return body, data
-            body += data[:size]
-            data = data[size + 2:]
-    return data, b""
+def upstream_status(proxy: ProxyProcess, pool: str, address: str) -> dict:
+    """One upstream's entry in `status`."""
+    ups = proxy.status()["pools"][pool]["upstreams"]
+    return next(u for u in ups if u["address"] == address)

@@ -24,9 +24,9 @@ Load
   `MixedLoad` runs one thread per connection, each with one raw keep-alive socket
   to 127.0.0.1.  GET connections send `GET /` (or `get_path`), POST connections
   send `POST /write` with a small JSON body; every request carries a unique
-  `X-Test-Id`, and keyed POSTs an `Idempotency-Key` too.  Responses are parsed from
-  raw bytes (Content-Length, chunked, close-delimited), so nothing is papered over
-  by a library.  Unlike tests/loadclient.py this client NEVER retries, not even the
+  `X-Test-Id`, and keyed POSTs an `Idempotency-Key` too.  Responses are framed from
+  raw bytes by the kit's one parser (tests/kit/http.py: Content-Length, chunked,
+  close-delimited), so nothing is papered over by a library.  Unlike tests/loadclient.py this client NEVER retries, not even the
   RFC 9112 §9.3.1 retry of a reused connection closed before the answer: every
   request is sent exactly once and its outcome recorded, so what the app applied
   can be compared with what the client was told (`check_applied`).
@@ -61,11 +61,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .kit.http import CHUNK, Cut, Malformed, Reader
+from .support import ROOT, free_port
+
 APPS = {"http": os.path.join(ROOT, "tests", "swoole", "http_app.php"),
         "ws": os.path.join(ROOT, "tests", "swoole", "ws_app.php")}
 PHP = os.environ.get("PHP", "php")
-CHUNK = 65536
 
 # Paths of http_app.php whose requests append an "applied" line: the ones whose
 # effect check_applied() compares with what the client was told.
@@ -95,13 +96,6 @@ def require_swoole() -> str:
                             f"({(out.stderr or out.stdout).strip()[:300]!r}); "
                             "run `bash ../shared/swoole/build.sh` (from the repository root)")
     return version
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (the usual small race applies)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- one Swoole server ------------------------------------------------------------------------
@@ -342,7 +336,7 @@ class RawConnection:
             raise RequestFailed("refused", "connect timed out") from None
         except OSError as exc:
             raise RequestFailed("refused", f"connect: {exc.__class__.__name__}") from None
-        self.buf = b""
+        self.reader = Reader(self.sock)
         self.responses = 0  # complete responses received on this connection
 
     def __repr__(self) -> str:
@@ -364,107 +358,35 @@ class RawConnection:
             self.close()  # whatever went wrong, this connection is done
             raise
         self.responses += 1
-        if self.buf:  # a 1-request-at-a-time client never has bytes past its response
+        if self.reader.buf:  # a 1-request-at-a-time client never has bytes past its response
             self.close()
-            raise RequestFailed("malformed", f"bytes after the response: {self.buf[:60]!r}")
+            raise RequestFailed("malformed",
+                                f"bytes after the response: {self.reader.buf[:60]!r}")
         return response
 
-    # -- reading one response ---------------------------------------------------------------------
-
-    def _recv(self, what: str) -> bytes:
-        """More bytes; FIN, RST and timeouts become RequestFailed, told apart by whether
-        any byte of this response had arrived (self.buf or `got` in the callers)."""
-        try:
-            data = self.sock.recv(CHUNK)
-        except socket.timeout:
-            raise RequestFailed("timeout", f"waiting for the {what}") from None
-        except (ConnectionResetError, BrokenPipeError) as exc:
-            # EPIPE on recv: an RST that came after the server's FIN (socket in CLOSE_WAIT).
-            raise RequestFailed("reset", f"{exc.__class__.__name__} in the {what}") from None
-        if not data:
-            raise RequestFailed("truncated", f"FIN in the {what}")
-        return data
-
     def _read_response(self) -> Response:
-        while True:  # 1xx answers are skipped
-            status, headers, version = self._read_head()
-            if status >= 200:
-                break
-        keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-        if status in (204, 304):
-            return Response(status, headers, b"", keep)
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = self._read_chunked()
-        elif "content-length" in headers:
-            try:
-                body = self._read_exactly(int(headers["content-length"]))
-            except ValueError:
-                raise RequestFailed("malformed", "bad Content-Length") from None
-        else:
-            body, keep = self._read_until_close(), False
-        return Response(status, headers, body, keep)
+        """The next final response (1xx skipped); a Cut or Malformed as RequestFailed."""
+        try:
+            r = self.reader.final()
+        except Cut as cut:
+            raise RequestFailed(*_outcome(cut)) from None
+        except Malformed as exc:
+            raise RequestFailed("malformed", str(exc)) from None
+        return Response(r.status, {name: ", ".join(values) for name, values in r.headers.items()},
+                        r.body, r.keep_alive)
 
-    def _read_head(self) -> tuple[int, dict[str, str], str]:
-        while b"\r\n\r\n" not in self.buf:
-            try:
-                self.buf += self._recv("response head")
-            except RequestFailed as exc:
-                if not self.buf and exc.outcome == "truncated":
-                    raise RequestFailed("closed-early", "FIN before any byte of the response") from None
-                if not self.buf and exc.outcome == "reset":
-                    raise RequestFailed("reset", f"before any byte of the response ({exc.detail})") from None
-                raise
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise RequestFailed("malformed", f"status line {lines[0][:80]!r}")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise RequestFailed("malformed", f"header line {line[:80]!r}")
-            name = name.strip().lower()
-            headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
-        return int(parts[1]), headers, parts[0]
 
-    def _read_exactly(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self.buf += self._recv("body")
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
-
-    def _read_line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            self.buf += self._recv("chunked body")
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _read_chunked(self) -> bytes:
-        body = b""
-        while True:
-            size_line = self._read_line()
-            try:
-                size = int(size_line.split(b";")[0].strip(), 16)
-            except ValueError:
-                raise RequestFailed("malformed", f"chunk size line {size_line[:40]!r}") from None
-            if size == 0:
-                while self._read_line():  # trailers, up to the empty line
-                    pass
-                return body
-            body += self._read_exactly(size)
-            if self._read_exactly(2) != b"\r\n":
-                raise RequestFailed("malformed", "chunk not followed by CRLF")
-
-    def _read_until_close(self) -> bytes:
-        body, self.buf = self.buf, b""
-        while True:
-            try:
-                body += self._recv("close-delimited body")
-            except RequestFailed as exc:
-                if exc.outcome == "truncated":  # FIN is how this body ends
-                    return body
-                raise
+def _outcome(cut: Cut) -> tuple[str, str]:
+    """(outcome, detail) of a response that did not arrive whole."""
+    if cut.how == "timeout":
+        return "timeout", f"waiting for the {cut.what}"
+    if not cut.started:
+        if cut.how == "closed":
+            return "closed-early", "FIN before any byte of the response"
+        return "reset", f"before any byte of the response ({cut.error} in the {cut.what})"
+    if cut.how == "reset":
+        return "reset", f"{cut.error} in the {cut.what}"
+    return "truncated", f"FIN in the {cut.what}"
 
 
 # -- the mixed load -------------------------------------------------------------------------------

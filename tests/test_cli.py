@@ -7,20 +7,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
-from .support import ROOT, wait_for
+from .support import ROOT, spawn_switchyard, switchyard, wait_for
 
 VERBS = ("serve", "check", "status", "weights", "cutover", "rollback", "drain", "reload",
          "top", "demo")
-
-
-def switchyard(*args: str, cwd: str = ROOT, env: dict | None = None, timeout: float = 60):
-    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})
 
 
 def test_help_lists_every_command():
@@ -71,51 +64,44 @@ def test_socket_is_found_from_the_environment(tmp_path):
     assert result.returncode == 3 and "env.sock" in result.stderr
 
 
-def test_demo_serves_prints_the_status_line_and_stops_on_ctrl_c(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "demo", "--port", "18480"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": ROOT})
+def _start_demo(tmp_path, *args: str, port: int = 18490,
+                until: str = "--fresh") -> tuple[subprocess.Popen, str, str]:
+    """`switchyard demo` in `tmp_path`, its banner read up to the line with `until`:
+    (process, banner, its admin socket)."""
+    proc = spawn_switchyard("demo", "--port", str(port), *args, cwd=str(tmp_path))
     lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(until in line for line in lines):
+        lines.append(proc.stdout.readline())
+    banner = "".join(lines)
+    found = re.search(r"SWITCHYARD_SOCKET=(\S+) switchyard status", banner)
+    if found is None:
+        _stop_demo(proc)
+        raise AssertionError(f"no admin socket in the demo's banner: {banner!r}")
+    return proc, banner, found.group(1)
+
+
+def _stop_demo(proc: subprocess.Popen) -> tuple[str, str]:
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=40)
+
+
+def test_demo_serves_prints_the_status_line_and_stops_on_ctrl_c(tmp_path):
+    proc, banner, sock = _start_demo(tmp_path, port=18480, until="switchyard status")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any("switchyard status" in l for l in lines):
-            lines.append(proc.stdout.readline())
-        banner = "".join(lines)
         url = re.search(r"proxy\s+(http://127\.0\.0\.1:\d+/)", banner).group(1)
-        status_line = re.search(r"(SWITCHYARD_SOCKET=\S+) switchyard status", banner).group(1)
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert resp.headers["Server"] == "Hyperf"
             assert resp.headers["X-Pool"] == "blue"
             assert any(c.startswith("switchyard_pool=") for c in resp.headers.get_all("Set-Cookie"))
-        sock = status_line.split("=", 1)[1]
         status = switchyard("status", env={"SWITCHYARD_SOCKET": sock})
         assert status.returncode == 0 and "blue" in status.stdout
     finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=40)
+        out, err = _stop_demo(proc)
     assert proc.returncode == 0, err[-2000:]
     # Everything it wrote is under ./run/.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     wait_for(lambda: not os.path.exists(sock), what="admin socket removed")
-
-
-def _start_demo(tmp_path, *args: str) -> tuple[subprocess.Popen, str, str]:
-    """A demo in `tmp_path`: (process, its banner, its admin socket)."""
-    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "demo", "--port", "18490",
-                             *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
-    lines: list[str] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any("--fresh" in line for line in lines):
-        lines.append(proc.stdout.readline())
-    banner = "".join(lines)
-    sock = re.search(r"SWITCHYARD_SOCKET=(\S+) switchyard status", banner).group(1)
-    return proc, banner, sock
-
-
-def _stop_demo(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=40)
 
 
 def test_demo_shows_an_automatic_rollback_and_its_banner_matches_the_state(tmp_path):
@@ -146,8 +132,7 @@ def test_demo_shows_an_automatic_rollback_and_its_banner_matches_the_state(tmp_p
 
 def test_if_match_is_offered_only_by_commands_that_change_something():
     def help_of(command: str) -> str:
-        return subprocess.run([sys.executable, "-m", "proxy.cli", command, "--help"],
-                              capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+        return switchyard(command, "--help").stdout
 
     for command in ("weights", "cutover", "rollback", "drain", "reload", "upstream", "pause",
                     "resume"):

@@ -27,115 +27,33 @@ import pytest
 
 from .loadclient import LoadClient
 from .support import (
-    get,
-    sticky_cookie,
+    BLUE_ONLY,
     ROOT,
     PoolProcess,
     ProxyProcess,
     RecordingUpstream,
+    UnixHTTPConnection,
+    admin,
+    answering,
+    cookie_for,
+    edit_config,
+    get,
     open_conn,
     parse_responses,
+    spawn_switchyard,
+    sticky_cookie,
+    switchyard,
     wait_for,
 )
 
 NOBODY = 65534
-BLUE_ONLY = {"blue": 100, "green": 0}
 
 
 # -- fixtures and helpers -------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def pools():
-    blue, green = PoolProcess("blue"), PoolProcess("green")
-    yield blue, green
-    blue.stop()
-    green.stop()
-
-
-@pytest.fixture
-def start_proxy(tmp_path, pools):
-    """Start `switchyard serve` in front of the two pools; every one is stopped afterwards."""
-    started: list[ProxyProcess] = []
-
-    def start(weights=BLUE_ONLY, extra: str = "", green: list[str] | None = None,
-              edit=None) -> ProxyProcess:
-        blue_pool, green_pool = pools
-        upstreams = {"blue": [blue_pool.address], "green": green or [green_pool.address]}
-        proxy = ProxyProcess(tmp_path, upstreams, weights, extra=extra)
-        if edit is not None:
-            edit_config(proxy, edit)
-        started.append(proxy)
-        return proxy.start()
-
-    yield start
-    for proxy in started:
-        if proxy.proc is not None and proxy.proc.poll() is None:
-            proxy.stop()
-        else:
-            proxy.kill()  # already gone: only closes the log pipe
-
-
 @pytest.fixture
 def proxy(start_proxy):
     return start_proxy()
-
-
-@pytest.fixture
-def dead_port():
-    """A port that refuses connections: bound, never listening (nobody else can take it)."""
-    with socket.socket() as hole:
-        hole.bind(("127.0.0.1", 0))
-        yield hole
-
-
-def edit_config(proxy: ProxyProcess, edit) -> str:
-    """Rewrite the proxy's config file with `edit(text) -> text`; return the new text."""
-    with open(proxy.config_path) as f:
-        text = edit(f.read())
-    with open(proxy.config_path, "w") as f:
-        f.write(text)
-    return text
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30) -> None:
-        super().__init__("switchyard", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
-
-
-def admin(proxy: ProxyProcess, method: str, path: str, body=None,
-          headers: dict | None = None) -> tuple[int, dict, object]:
-    """One admin API call over the Unix socket: (status, lower-case headers, parsed JSON)."""
-    if body is not None and not isinstance(body, (bytes, str)):
-        body = json.dumps(body)
-    conn = UnixHTTPConnection(proxy.admin)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        raw = resp.read()
-        head = {name.lower(): value for name, value in resp.getheaders()}
-    finally:
-        conn.close()
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = raw
-    return resp.status, head, data
-
-
-def cookie_for(proxy: ProxyProcess, pool: str, tries: int = 500) -> str:
-    """A sticky cookie the proxy minted for `pool` (the pool must have weight)."""
-    conn = open_conn(proxy.port)
-    for _ in range(tries):
-        resp, _ = get(conn)
-        if resp.getheader("X-Pool") == pool:
-            return sticky_cookie(resp)
-    raise AssertionError(f"no response from {pool} in {tries} requests")
 
 
 def status_now(proxy: ProxyProcess) -> dict:
@@ -244,9 +162,7 @@ def test_cutover_to_an_unhealthy_pool_is_refused_with_409_and_changes_nothing(st
 def test_cutover_waits_until_the_target_becomes_healthy(start_proxy, dead_port):
     port = dead_port.getsockname()[1]
     proxy = start_proxy(green=[f"127.0.0.1:{port}"], extra="timeouts: {cutover_wait: 60s}\n")
-    cmd = subprocess.Popen([sys.executable, "-m", "proxy.cli", "cutover", "green",
-                            "--socket", proxy.admin], cwd=ROOT, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    cmd = spawn_switchyard("cutover", "green", "--socket", proxy.admin)
     green = None
     try:
         dead_port.close()
@@ -754,8 +670,7 @@ def test_an_invalid_reload_is_refused_naming_the_key_and_changes_nothing(proxy):
 
 def test_a_reload_that_adds_an_upstream_fails_no_request_in_flight(start_proxy, pools):
     second = PoolProcess("green")
-    third = RecordingUpstream(lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
-                                          b"X-Pool: green\r\n\r\nok")
+    third = RecordingUpstream(answering("green"))
     try:
         proxy = start_proxy(weights={"blue": 50, "green": 50},
                             green=[pools[1].address, second.address])
@@ -974,9 +889,7 @@ def test_events_lists_routing_changes_and_follows_them_across_a_restart(start_pr
     listed = proxy.cli("events")
     assert listed.returncode == 0 and "weights_changed" in listed.stdout
     assert "blue=90,green=10" in listed.stdout
-    follow = subprocess.Popen([sys.executable, "-m", "proxy.cli", "events", "-f", "--json",
-                               "--socket", proxy.admin], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    follow = spawn_switchyard("events", "-f", "--json", "--socket", proxy.admin)
     seen: list[str] = []
 
     def read_until(event: str) -> None:
@@ -990,9 +903,7 @@ def test_events_lists_routing_changes_and_follows_them_across_a_restart(start_pr
         read_until("weights_changed")
         assert proxy.cli("cutover", "green").returncode == 0
         read_until("cutover")
-        proxy.stop()  # the follower keeps trying
-        proxy.lines.clear()
-        proxy.start()
+        proxy.restart()  # the follower keeps trying
         assert proxy.cli("rollback").returncode == 0
         read_until("rolled_back")
     finally:
@@ -1016,9 +927,7 @@ def test_events_piped_into_head_end_quietly(proxy):
 
 def test_top_keeps_trying_while_the_proxy_restarts(start_proxy):
     proxy = start_proxy()
-    top = subprocess.Popen([sys.executable, "-m", "proxy.cli", "top", "--socket", proxy.admin,
-                            "--interval", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, cwd=ROOT)
+    top = spawn_switchyard("top", "--socket", proxy.admin, "--interval", "0.3")
     try:
         time.sleep(1.5)
         proxy.stop()
@@ -1037,11 +946,6 @@ def test_top_keeps_trying_while_the_proxy_restarts(start_proxy):
 
 
 # -- the command line -----------------------------------------------------------------------
-
-def switchyard(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60, env=env)
-
 
 @pytest.mark.parametrize("args", [("status",), ("weights", "blue=1", "green=0"),
                                   ("cutover", "green"), ("rollback",)])
@@ -1106,9 +1010,8 @@ def test_json_status_and_mutations_print_the_admin_answer(proxy):
 
 
 def test_cli_finds_the_socket_by_env_then_config(proxy):
-    env = dict(os.environ, SWITCHYARD_SOCKET=proxy.admin)
-    assert switchyard("status", "--json", env=env).returncode == 0
-    env = {k: v for k, v in os.environ.items() if k != "SWITCHYARD_SOCKET"}
-    result = switchyard("status", "--json", "-c", proxy.config_path, env=env)
+    assert switchyard("status", "--json", env={"SWITCHYARD_SOCKET": proxy.admin}).returncode == 0
+    result = switchyard("status", "--json", "-c", proxy.config_path,
+                        env={"SWITCHYARD_SOCKET": None})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["weights"] == BLUE_ONLY

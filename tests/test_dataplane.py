@@ -2,42 +2,31 @@
 
 from __future__ import annotations
 
-import http.client
-import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from .support import (
+    ROOT,
+    answering,
+    cookie_for,
     get,
-    sticky_cookie,
-    PoolProcess,
-    ProxyProcess,
-    RecordingUpstream,
     open_conn,
     parse_responses,
     raw_exchange,
+    sticky_cookie,
     wait_for,
 )
 
 
-@pytest.fixture(scope="module")
-def pools():
-    blue, green = PoolProcess("blue"), PoolProcess("green")
-    yield blue, green
-    blue.stop()
-    green.stop()
-
-
 @pytest.fixture
-def proxy(tmp_path, pools):
-    blue, green = pools
-    p = ProxyProcess(tmp_path, {"blue": [blue.address], "green": [green.address]},
-                     {"blue": 80, "green": 20}).start()
-    yield p
-    p.stop()
+def proxy(start_proxy):
+    return start_proxy(weights={"blue": 80, "green": 20})
 
 
 # -- weights and cookies ------------------------------------------------------------------
@@ -58,10 +47,7 @@ def test_weighted_split_over_thousands_of_requests(proxy):
 
 def test_cookie_replay_keeps_the_pool(proxy):
     conn = open_conn(proxy.port)
-    cookies = {}
-    while len(cookies) < 2:
-        resp, _ = get(conn)
-        cookies.setdefault(resp.getheader("X-Pool"), sticky_cookie(resp))
+    cookies = {pool: cookie_for(proxy, pool) for pool in ("blue", "green")}
     for pool, cookie in cookies.items():
         for _ in range(50):
             resp, _ = get(conn, headers={"Cookie": f"a=1; {cookie}; b=2"})
@@ -98,11 +84,7 @@ def test_tampered_and_garbage_cookies_count_as_absent(proxy, value):
 
 def test_tampering_with_a_real_cookie_is_detected(proxy):
     conn = open_conn(proxy.port)
-    while True:
-        resp, _ = get(conn)
-        if resp.getheader("X-Pool") == "blue":
-            cookie = sticky_cookie(resp)
-            break
+    cookie = cookie_for(proxy, "blue")
     forged = cookie.replace("blue", "green", 1)
     resp, _ = get(conn, headers={"Cookie": forged})
     assert sticky_cookie(resp) is not None
@@ -130,14 +112,9 @@ def _slow_chunks(conn: socket.socket) -> None:
 
 
 @pytest.fixture
-def recorder(tmp_path):
-    rec = RecordingUpstream()
-    p = ProxyProcess(tmp_path, {"blue": [rec.address], "green": [rec.address]},
-                     {"blue": 100, "green": 0})
-    p.start()
-    yield rec, p
-    p.stop()
-    rec.close()
+def recorder(upstreams, start_proxy):
+    rec = upstreams()
+    return rec, start_proxy([rec.address], [rec.address])
 
 
 def test_chunked_response_reaches_the_client_before_it_ends(recorder):
@@ -305,52 +282,34 @@ def test_large_response_to_a_slow_reader_is_streamed(recorder):
     assert got >= size
 
 
-def test_unix_socket_upstream(tmp_path):
-    import asyncio
-    import subprocess
-    import sys
-
+def test_unix_socket_upstream(tmp_path, start_proxy):
     path = str(tmp_path / "pool.sock")
     code = (
         "import asyncio\nfrom aiohttp import web\nfrom proxy.cli.demo import make_pool_app\n"
         f"web.run_app(make_pool_app('green'), path={path!r}, print=None)\n"
     )
-    from .support import ROOT
     pool = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
-        wait_for(lambda: __import__("os").path.exists(path), what="unix pool socket")
-        p = ProxyProcess(tmp_path, {"blue": [f"unix:{path}"], "green": [f"unix:{path}"]},
-                         {"blue": 100, "green": 0}).start()
-        try:
-            conn = open_conn(p.port)
-            for _ in range(5):
-                resp, body = get(conn)
-                assert resp.status == 200 and body.startswith(b"Hello from green")
-            ups = p.status()["pools"]["blue"]["upstreams"]
-            assert ups == [{"address": f"unix:{path}", "healthy": True, "enabled": True,
-                                "inflight": 0, "closes": 0, "resent": 0}]
-        finally:
-            p.stop()
+        wait_for(lambda: os.path.exists(path), what="unix pool socket")
+        p = start_proxy([f"unix:{path}"], [f"unix:{path}"])
+        conn = open_conn(p.port)
+        for _ in range(5):
+            resp, body = get(conn)
+            assert resp.status == 200 and body.startswith(b"Hello from green")
+        ups = p.status()["pools"]["blue"]["upstreams"]
+        assert ups == [{"address": f"unix:{path}", "healthy": True, "enabled": True,
+                            "inflight": 0, "closes": 0, "resent": 0}]
+        p.stop()
     finally:
         pool.terminate()
         pool.wait()
 
 
-def test_unix_socket_listener(tmp_path, pools):
-    blue, green = pools
+def test_unix_socket_listener(tmp_path, start_proxy):
     path = str(tmp_path / "front.sock")
-    p = ProxyProcess(tmp_path, {"blue": [blue.address], "green": [green.address]},
-                     {"blue": 100, "green": 0}, listen=f"unix:{path}").start()
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(path)
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        assert data.startswith(b"HTTP/1.1 200") and b"X-Pool: blue" in data
-    finally:
-        p.stop()
+    start_proxy(listen=f"unix:{path}")
+    data = raw_exchange(path, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200") and b"X-Pool: blue" in data
 
 
 def test_access_log_has_one_line_per_request(proxy):
@@ -363,31 +322,50 @@ def test_access_log_has_one_line_per_request(proxy):
     assert line["bytes"] > 0 and line["duration_ms"] >= 0
 
 
+def _holding(name: str, release: threading.Event):
+    """An upstream's script: answers say `X-Pool: name`; `GET /hold` is answered only
+    once `release` is set (10 s at most), keeping a request in flight there."""
+    answer = answering(name)
+
+    def respond(request: bytes) -> bytes:
+        if request.startswith(b"GET /hold "):
+            release.wait(10)
+        return answer(request)
+    return respond
+
+
 @pytest.mark.parametrize("balance", ["round_robin", "least_inflight"])
-def test_a_pool_balances_among_its_upstreams(tmp_path, balance):
-    ups = [RecordingUpstream(), RecordingUpstream()]
-    config = (
-        f"listen: ['127.0.0.1:0']\n"
-        f"state_file: {tmp_path}/state.json\n"
-        f"pools:\n"
-        f"  blue: {{upstreams: ['{ups[0].address}', '{ups[1].address}'], balance: {balance}}}\n"
-        f"  green: {{upstreams: ['{ups[0].address}']}}\n"
-        f"weights: {{blue: 100, green: 0}}\n"
-        f"health: {{path: /health, interval: 200ms, timeout: 1s}}\n")
-    p = ProxyProcess(tmp_path, {}, {}, config_text=config)
-    with open(p.config_path, "a") as f:
-        f.write(f"admin: {{socket: {p.admin}}}\n")
-    p.start()
+def test_a_pool_balances_among_its_upstreams(upstreams, start_proxy, balance):
+    release = threading.Event()
+    ups = {name: upstreams(respond=_holding(name, release)) for name in ("a", "b")}
+    p = start_proxy({"upstreams": [u.address for u in ups.values()], "balance": balance},
+                    [ups["a"].address])
+    conn = open_conn(p.port)
+    for _ in range(100):
+        resp, _ = get(conn)
+        assert resp.status == 200
+    counts = [len(u.requests) for u in ups.values()]
+    # Sequential requests: nothing is in flight when the next one is placed,
+    # so both policies rotate; neither upstream is left out.
+    assert sum(counts) == 100 and min(counts) >= 40, counts
+
+    # Now one upstream holds a request in flight while 20 more are sent, one at a time.
+    held: list[bytes] = []
+    holder_conn = open_conn(p.port, timeout=20)
+    holder = threading.Thread(target=lambda: held.append(get(holder_conn, "/hold")[1]))
+    holder.start()
     try:
-        conn = open_conn(p.port)
-        for _ in range(100):
-            resp, _ = get(conn)
-            assert resp.status == 200
-        counts = [len(u.requests) for u in ups]
-        # Sequential requests: nothing is in flight when the next one is placed,
-        # so both policies rotate; neither upstream is left out.
-        assert sum(counts) == 100 and min(counts) >= 40, counts
+        busy = wait_for(lambda: next((name for name, u in ups.items()
+                                      if any(r.startswith(b"GET /hold ") for r in u.requests)),
+                                     None), what="the held request at an upstream")
+        seen = [get(conn)[0].getheader("X-Pool") for _ in range(20)]
+        assert held == []  # the held request was in flight for all 20
     finally:
-        p.stop()
-        for u in ups:
-            u.close()
+        release.set()
+        holder.join(timeout=15)
+    assert held == [f"{busy}\n".encode()]
+    free = "b" if busy == "a" else "a"
+    if balance == "least_inflight":
+        assert seen == [free] * 20, seen  # never the upstream with a request in flight
+    else:  # round robin takes turns, busy or not
+        assert set(seen) == {"a", "b"} and all(x != y for x, y in zip(seen, seen[1:])), seen

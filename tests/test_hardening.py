@@ -11,15 +11,16 @@ timeout); the recording upstream behind both pools is reset before each case.
 
 from __future__ import annotations
 
+import functools
 import re
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import pytest
 
-from .support import ProxyProcess, RecordingUpstream, wait_for
+from . import support
+from .support import ProxyProcess, RecordingUpstream, Reply, ok_response, rss_kb, wait_for
 
 # max_header stays above the 8 KB target limit so a long target is a 414, not a 431.
 CONFIG = ("limits: {max_body: 1KB, max_header: 16KB}\n"
@@ -28,194 +29,9 @@ MAX_BODY = 1024
 READ_TIMEOUT = 5.0   # give up on an answer that never comes
 CLOSE_GRACE = 2.0    # after the expected answers, how long we wait to see the close
 
-
-# -- the recording upstream, tapped ------------------------------------------------------
-
-class _Tap:
-    """A socket that copies every byte it receives into `log`."""
-
-    def __init__(self, sock: socket.socket, log: bytearray, kinds: dict, key: int) -> None:
-        self._sock, self._log, self._kinds, self._key = sock, log, kinds, key
-
-    def recv(self, n: int) -> bytes:
-        data = self._sock.recv(n)
-        if data and self._key not in self._kinds:
-            self._kinds[self._key] = "health" if data.startswith(b"GET /health ") else "data"
-        self._log += data
-        return data
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
-
-
-class TappedUpstream(RecordingUpstream):
-    """RecordingUpstream that also keeps the raw bytes of every data-plane connection.
-
-    `forwarded()` is everything the proxy sent on non-health connections since
-    the last `reset()`: for a rejected request it must be b"", for an accepted
-    one exactly one message, with nothing before or after it.
-    """
-
-    def __init__(self) -> None:
-        self._logs: dict[int, bytearray] = {}
-        self._kinds: dict[int, str] = {}
-        self._keys = iter(range(1, 1 << 30))
-        super().__init__()
-
-    def _handle(self, conn: socket.socket) -> None:
-        key = next(self._keys)
-        log = self._logs[key] = bytearray()
-        super()._handle(_Tap(conn, log, self._kinds, key))
-
-    @staticmethod
-    def _read_request(conn, buf: bytes):
-        # As the parent, but a Content-Length the proxy should never have sent
-        # (`5, 5`, `abc`) counts as 0 instead of killing the thread.
-        while b"\r\n\r\n" not in buf:
-            data = conn.recv(65536)
-            if not data:
-                return None, buf
-            buf += data
-        head, rest = buf.split(b"\r\n\r\n", 1)
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip()) if value.strip().isdigit() else 0
-        while len(rest) < length:
-            data = conn.recv(65536)
-            if not data:
-                return None, buf
-            rest += data
-        return head + b"\r\n\r\n" + rest[:length], rest[length:]
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.respond = ok_response
-        for log in list(self._logs.values()):
-            del log[:]
-
-    def forwarded(self) -> bytes:
-        return b"".join(bytes(log) for key, log in list(self._logs.items())
-                        if self._kinds.get(key) == "data")
-
-
-def ok_response(req: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-# -- the client side: one write, then read what comes back ----------------------------------
-
-@dataclass
-class Response:
-    status: int
-    headers: dict
-    body: bytes
-
-
-@dataclass
-class Reply:
-    data: bytes            # every byte the proxy sent
-    responses: list        # the complete responses in it, in order
-    closed: bool           # the proxy closed (or reset) the connection
-
-    @property
-    def statuses(self) -> list[int]:
-        return [r.status for r in self.responses]
-
-
-def read_responses(data: bytes, eof: bool) -> list[Response]:
-    """The complete responses at the start of `data` (a partial one is left out)."""
-    out = []
-    while data:
-        head, sep, rest = data.partition(b"\r\n\r\n")
-        if not sep:
-            break
-        lines = head.split(b"\r\n")
-        try:
-            status = int(lines[0].split(b" ")[1])
-        except (IndexError, ValueError):
-            raise AssertionError(f"not an HTTP response: {data[:200]!r}") from None
-        headers: dict[bytes, list[bytes]] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers.setdefault(name.strip().lower(), []).append(value.strip())
-        if b"content-length" in headers:
-            n = int(headers[b"content-length"][0])
-            if len(rest) < n:
-                break
-            body, data = rest[:n], rest[n:]
-        elif b"chunked" in b",".join(headers.get(b"transfer-encoding", [])):
-            body, data = _dechunk(rest)
-            if body is None:
-                break
-        elif 100 <= status < 200 or status in (204, 304):
-            body, data = b"", rest
-        elif eof:
-            body, data = rest, b""
-        else:
-            break
-        out.append(Response(status, headers, body))
-    return out
-
-
-def _dechunk(data: bytes) -> tuple[bytes | None, bytes]:
-    """The de-chunked body and what follows it, or (None, b"") while incomplete."""
-    body = b""
-    while True:
-        size_line, sep, data = data.partition(b"\r\n")
-        if not sep:
-            return None, b""
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            raise AssertionError(f"bad chunk size sent to the client: {size_line!r}") from None
-        if size == 0:
-            while True:  # trailer section up to the empty line
-                line, sep, data = data.partition(b"\r\n")
-                if not sep:
-                    return None, b""
-                if not line:
-                    return body, data
-        if len(data) < size + 2:
-            return None, b""
-        body += data[:size]
-        data = data[size + 2:]
-
-
-def converse(port: int, data: bytes, expect: int = 1, grace: float = CLOSE_GRACE,
-             timeout: float = READ_TIMEOUT) -> Reply:
-    """Write `data` at once; read until the proxy closes, or until `expect` complete
-    responses arrived and then `grace` seconds passed without a close."""
-    got = b""
-    closed = False
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        try:
-            s.sendall(data)
-        except OSError:
-            pass  # the proxy may refuse to read the rest of an oversized request
-        deadline = time.monotonic() + timeout
-        graced = False
-        while True:
-            if not graced and len(read_responses(got, eof=False)) >= expect:
-                graced = True
-                deadline = min(deadline, time.monotonic() + grace)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            s.settimeout(left)
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            except ConnectionResetError:
-                closed = True
-                break
-            if not chunk:
-                closed = True
-                break
-            got += chunk
-    return Reply(got, read_responses(got, eof=closed), closed)
+# The client side: one write, then read until the proxy closes, or until `expect` whole
+# responses came and CLOSE_GRACE passed without a close.
+converse = functools.partial(support.converse, expect=1, grace=CLOSE_GRACE, timeout=READ_TIMEOUT)
 
 
 # -- what the upstream must have received ----------------------------------------------------
@@ -525,7 +341,7 @@ UPSTREAM_ANSWERS = [  # (upstream answer to `GET /r`, what the client must see)
 
 @pytest.fixture(scope="module")
 def hardened(tmp_path_factory):
-    rec = TappedUpstream()
+    rec = RecordingUpstream()
     proxy = ProxyProcess(tmp_path_factory.mktemp("hardening"),
                          {"blue": [rec.address], "green": [rec.address]},
                          {"blue": 100, "green": 0}, extra=CONFIG).start()
@@ -542,18 +358,10 @@ def site(hardened):
     rec.reset()
 
 
-def assert_rejected(reply: Reply, rec: TappedUpstream, status: int) -> None:
+def assert_rejected(reply: Reply, rec: RecordingUpstream, status: int) -> None:
     assert reply.statuses == [status], reply.data[:300]
     assert reply.closed, "the connection stayed open after a rejection"
     assert rec.requests == [] and rec.forwarded() == b"", rec.forwarded()[:300]
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 # -- tests: requests --------------------------------------------------------------------------

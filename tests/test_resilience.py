@@ -12,11 +12,9 @@ import http.client
 import json
 import os
 import random
-import re
 import resource
 import select
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -28,16 +26,20 @@ from websockets.sync.client import connect as ws_connect
 
 from .loadclient import LoadClient
 from .support import (
-    get,
-    sticky_cookie,
-    ROOT,
     PoolProcess,
     ProxyProcess,
     RecordingUpstream,
-    _complete,
+    ServerProcess,
+    cookie_for,
+    get,
     open_conn,
     parse_responses,
     raw_exchange,
+    read_response,
+    read_until_closed,
+    request_fields,
+    rss_mb,
+    upstream_status,
     wait_for,
 )
 
@@ -48,40 +50,6 @@ MB = 1024 * 1024
 
 
 # -- upstreams ---------------------------------------------------------------------------
-
-class _Tap:
-    """A socket that copies every byte it receives into `log`."""
-
-    def __init__(self, sock: socket.socket, log: bytearray) -> None:
-        self._sock, self._log = sock, log
-
-    def recv(self, n: int) -> bytes:
-        data = self._sock.recv(n)
-        self._log += data
-        return data
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
-
-
-class WireUpstream(RecordingUpstream):
-    """RecordingUpstream that also keeps the raw bytes of every connection, so a test
-    can say the upstream received nothing at all (not even a partial head)."""
-
-    def __init__(self, respond=None) -> None:
-        self.wire: list[bytearray] = []
-        super().__init__(respond)
-
-    def _handle(self, conn: socket.socket) -> None:
-        log = bytearray()
-        self.wire.append(log)
-        super()._handle(_Tap(conn, log))
-
-    def data_bytes(self) -> bytes:
-        """Everything received on connections other than the proxy's health checks."""
-        return b"".join(bytes(log) for log in list(self.wire)
-                        if log and not log.startswith(b"GET /health "))
-
 
 class IdleClosingUpstream(RecordingUpstream):
     """Answers the first request of each connection with `Connection: keep-alive`,
@@ -172,112 +140,19 @@ asyncio.run(main())
 """
 
 
-class EchoPool:
+def echo_pool(name: str) -> ServerProcess:
     """An aiohttp WebSocket echo server in its own process; replies carry its name."""
-
-    def __init__(self, name: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _ECHO_APP, name],
-                                     stdout=subprocess.PIPE, cwd=ROOT)
-        line = self.proc.stdout.readline().decode()
-        if not line.startswith("listening "):
-            raise RuntimeError(f"echo pool {name} did not start: {line!r}")
-        self.address = f"127.0.0.1:{int(line.split()[1])}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc.stdout.close()
+    return ServerProcess([sys.executable, "-c", _ECHO_APP, name], f"echo pool {name}")
 
 
-# -- fixtures --------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def pools():
-    blue, green = PoolProcess("blue"), PoolProcess("green")
-    yield blue, green
-    blue.stop()
-    green.stop()
-
-
-@pytest.fixture
-def start_proxy(tmp_path):
-    """start_proxy(blue=[...], green=[...], weights=..., extra=..., health=...) -> ProxyProcess.
-
-    `health` replaces the whole `health:` line of the generated config."""
-    started = []
-
-    def start(blue, green, weights=None, extra="", health=None) -> ProxyProcess:
-        directory = tmp_path / f"proxy{len(started)}"
-        directory.mkdir()
-        p = ProxyProcess(directory, {"blue": blue, "green": green},
-                         weights or {"blue": 100, "green": 0}, extra=extra)
-        if health is not None:
-            with open(p.config_path) as f:
-                text = f.read()
-            with open(p.config_path, "w") as f:
-                f.write(re.sub(r"^health: .*$", f"health: {health}", text, flags=re.M))
-        started.append(p)
-        return p.start()
-
-    yield start
-    for p in started:
-        p.stop()
-
-
-@pytest.fixture
-def upstreams():
-    """upstreams(Kind=WireUpstream) -> a RecordingUpstream-like server, closed after the test."""
-    made = []
-
-    def make(kind=WireUpstream):
-        up = kind()
-        made.append(up)
-        return up
-
-    yield make
-    for up in made:
-        up.close()
-
+# -- fixtures and helpers --------------------------------------------------------------
 
 @pytest.fixture
 def echo_pools():
-    blue, green = EchoPool("blue"), EchoPool("green")
+    blue, green = echo_pool("blue"), echo_pool("green")
     yield blue, green
     blue.stop()
     green.stop()
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-def read_response(sock: socket.socket) -> bytes:
-    """One whole response with a Content-Length, read from a raw socket."""
-    out = b""
-    while not _complete(out):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        out += chunk
-    return out
-
-
-def read_until_closed(sock: socket.socket, bound: float = WITHIN) -> tuple[bytes, float | None]:
-    """Everything the peer sends until it closes; (bytes, monotonic time of the close),
-    the time None when it stayed open for `bound` seconds."""
-    out = b""
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([sock], [], [], min(0.1, deadline - time.monotonic()))
-        if not ready:
-            continue
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return out, time.monotonic()
-        if not chunk:
-            return out, time.monotonic()
-        out += chunk
-    return out, None
 
 
 def assert_deadline(started: float, closed: float | None, what: str) -> float:
@@ -287,29 +162,6 @@ def assert_deadline(started: float, closed: float | None, what: str) -> float:
     assert NOT_BEFORE <= elapsed <= WITHIN, f"{what}: closed after {elapsed:.2f}s"
     print(f"{what}: closed after {elapsed:.2f}s")
     return elapsed
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def request_fields(request: bytes) -> dict[str, list[str]]:
-    """Header fields of one recorded request, by lower-case name."""
-    head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    fields: dict[str, list[str]] = {}
-    for line in head.split("\r\n")[1:]:
-        name, _, value = line.partition(":")
-        fields.setdefault(name.strip().lower(), []).append(value.strip())
-    return fields
-
-
-def upstream_status(proxy: ProxyProcess, pool: str, address: str) -> dict:
-    ups = proxy.status()["pools"][pool]["upstreams"]
-    return next(u for u in ups if u["address"] == address)
 
 
 def served_by(proxy: ProxyProcess, address: str) -> int:
@@ -356,7 +208,7 @@ def test_slowloris_trickling_header_bytes_is_cut_after_client_header_and_reaches
     assert_deadline(started, closed, "slowloris head")
     print("slowloris head answered", out.partition(b"\r\n")[0] or "nothing")
     assert out == b"" or out.startswith(b"HTTP/1.1 408 "), out
-    assert rec.data_bytes() == b""
+    assert rec.forwarded() == b""
 
 
 def test_idle_keepalive_connection_is_closed_silently_after_client_idle(start_proxy, pools):
@@ -364,12 +216,9 @@ def test_idle_keepalive_connection_is_closed_silently_after_client_idle(start_pr
     proxy = start_proxy([blue.address], [green.address], extra="timeouts: {client_idle: 1s}\n")
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = b""
-        while b"Hello from blue" not in answer:
-            chunk = s.recv(65536)
-            assert chunk, f"closed before the answer: {answer!r}"
-            answer += chunk
+        answer = read_response(s)
         answered = time.monotonic()
+        assert b"Hello from blue" in answer, f"closed before the answer: {answer!r}"
         (status, headers, _), = parse_responses(answer)
         assert status == 200 and "close" not in headers.get("connection", [""])[0].lower()
         out, closed = read_until_closed(s)
@@ -388,7 +237,7 @@ def test_slow_request_body_gets_408_after_client_body_and_reaches_no_upstream(
     assert_deadline(started, closed, "slow body")
     print("slow body answered", out.partition(b"\r\n")[0] or "nothing")
     assert out == b"" or out.startswith(b"HTTP/1.1 408 "), out
-    assert rec.data_bytes() == b""
+    assert rec.forwarded() == b""
 
 
 def test_slow_reader_is_not_buffered_in_memory_and_is_cut_after_client_send(
@@ -589,21 +438,10 @@ def test_a_keyed_post_dropped_by_the_upstream_is_resent(start_proxy, upstreams):
 
 # -- WebSockets ---------------------------------------------------------------------------
 
-def _cookies_by_pool(port: int) -> dict[str, str]:
-    conn = open_conn(port)
-    cookies: dict[str, str] = {}
-    for _ in range(200):
-        resp, body = get(conn)
-        cookies.setdefault(body.decode(), sticky_cookie(resp))
-        if len(cookies) == 2:
-            return cookies
-    raise AssertionError(f"both pools not reached in 200 requests: {cookies}")
-
-
 def test_websocket_echoes_text_and_binary_and_sticks_to_the_cookie_pool(start_proxy, echo_pools):
     blue, green = echo_pools
     proxy = start_proxy([blue.address], [green.address], weights={"blue": 50, "green": 50})
-    cookies = _cookies_by_pool(proxy.port)
+    cookies = {pool: cookie_for(proxy, pool) for pool in ("blue", "green")}
     for pool in ("green", "blue"):
         for _ in range(10):  # 10 handshakes: drawn by weight, 1 in 1024 would all match
             with ws_connect(f"ws://127.0.0.1:{proxy.port}/ws",
@@ -625,7 +463,7 @@ def test_drain_counts_an_open_websocket_in_flight_and_closes_it_after_the_drain_
     blue, green = echo_pools
     proxy = start_proxy([blue.address], [green.address], weights={"blue": 50, "green": 50},
                         extra="timeouts: {drain: 1s}\n")
-    cookies = _cookies_by_pool(proxy.port)
+    cookies = {pool: cookie_for(proxy, pool) for pool in ("blue", "green")}
     url = f"ws://127.0.0.1:{proxy.port}/ws"
     with ws_connect(url, additional_headers={"Cookie": cookies["green"]}, open_timeout=5,
                     close_timeout=2) as to_green, \
@@ -710,13 +548,8 @@ _FORWARDED = (b"GET /fwd HTTP/1.1\r\nHost: inner.test\r\nX-Forwarded-For: 1.2.3.
 
 
 def _forwarded_fields(proxy: ProxyProcess, rec) -> dict[str, list[str]]:
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
-        s.sendall(_FORWARDED)
-        answer = b""
-        while b"\r\n\r\nok" not in answer:
-            chunk = s.recv(65536)
-            assert chunk, answer
-            answer += chunk
+    answer = raw_exchange(proxy.port, _FORWARDED, until_close=False)
+    assert answer.endswith(b"\r\n\r\nok"), answer
     (request,) = [r for r in rec.requests if r.startswith(b"GET /fwd ")]
     return request_fields(request)
 
@@ -733,11 +566,7 @@ def test_trusted_proxy_forwarding_headers_are_extended_and_kept(start_proxy, ups
 def test_behind_a_trusted_tls_terminator_the_sticky_cookie_is_secure(start_proxy, upstreams):
     rec = upstreams()
     proxy = start_proxy([rec.address], [rec.address], extra='trusted_proxies: ["127.0.0.1/32"]\n')
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
-        s.sendall(_FORWARDED)
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            answer += s.recv(65536)
+    answer = raw_exchange(proxy.port, _FORWARDED, until_close=False)
     cookie = [line for line in answer.split(b"\r\n") if line.startswith(b"Set-Cookie: switchyard_pool=")]
     assert cookie and cookie[0].endswith(b"; Secure"), answer
 
@@ -807,20 +636,13 @@ def test_post_meeting_a_refused_connect_is_retried_and_reaches_the_upstream_once
     assert seen == Counter(ids)  # every POST exactly once
 
 
-def test_thousands_of_pipelined_requests_failing_at_once_are_all_answered(start_proxy):
+def test_thousands_of_pipelined_requests_failing_at_once_are_all_answered(start_proxy,
+                                                                         dead_port):
     # No pool is healthy, so every queued request fails synchronously (503):
     # answering them must not recurse, one stack frame per request.
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))  # bound, never listening: connects are refused
-    address = f"127.0.0.1:{dead.getsockname()[1]}"
-    try:
-        proxy = start_proxy([address], [address])
-        data = b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3000))
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as s:
-            s.sendall(data + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            out = b""
-            while chunk := s.recv(1 << 20):
-                out += chunk
-    finally:
-        dead.close()
+    address = f"127.0.0.1:{dead_port.getsockname()[1]}"
+    proxy = start_proxy([address], [address])
+    data = b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3000))
+    out = raw_exchange(proxy.port, data + b"GET /last HTTP/1.1\r\nHost: x\r\n"
+                       b"Connection: close\r\n\r\n", timeout=20)
     assert out.count(b"HTTP/1.1 503 ") == 3001

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
 import threading
 import time
-import urllib.parse
+import urllib.error
+import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import ProxyProcess, RecordingUpstream, wait_for
-
-
-def answering(pool: str, status: int = 200, delay: float = 0.0):
-    body = f"{pool}\n".encode()
-
-    def respond(request: bytes):
-        if delay:
-            time.sleep(delay)
-        return (b"HTTP/1.1 %d X\r\nX-Pool: %s\r\nContent-Length: %d\r\n\r\n%s"
-                % (status, pool.encode(), len(body), body))
-    return respond
+from .support import ROOT, admin, answering, free_port, get, open_conn, wait_for
 
 
 class Traffic:
@@ -60,15 +52,10 @@ class Traffic:
 
 
 @pytest.fixture
-def setup(tmp_path):
-    blue = RecordingUpstream(answering("blue"))
-    green = RecordingUpstream(answering("green"))
-    proxy = ProxyProcess(tmp_path, {"blue": [blue.address], "green": [green.address]},
-                         {"blue": 100, "green": 0}).start()
-    yield proxy, blue, green
-    proxy.stop()
-    blue.close()
-    green.close()
+def setup(upstreams, start_proxy):
+    blue = upstreams(respond=answering("blue"))
+    green = upstreams(respond=answering("green"))
+    return start_proxy([blue.address], [green.address]), blue, green
 
 
 def rollout(proxy) -> dict | None:
@@ -94,7 +81,7 @@ def test_failing_green_is_rolled_back_automatically_with_the_reason(setup):
     assert counts.get(("green", 500), 0) > 0  # green really got its 10 %
     events = json.loads(proxy.cli("status", "--json").stdout)  # still answering
     assert events["generation"] >= 2
-    names = [e["event"] for e in admin_get(proxy, "/events")["events"]]
+    names = [e["event"] for e in admin(proxy, "GET", "/events")[2]["events"]]
     assert "rollout_started" in names and "rollout_rolled_back" in names and "rolled_back" in names
 
 
@@ -110,8 +97,9 @@ def test_healthy_green_completes_every_step(setup):
     state = rollout(proxy)
     assert state["state"] == "completed" and state["percent"] == 100
     assert proxy.status()["weights"] == {"blue": 0, "green": 100}
-    assert all(status == 200 for (_, status) in counts)
-    steps = [e for e in admin_get(proxy, "/events")["events"] if e["event"] == "rollout_step"]
+    assert counts and all(status == 200 for (_, status) in counts)
+    steps = [e for e in admin(proxy, "GET", "/events")[2]["events"]
+             if e["event"] == "rollout_step"]
     assert [e["percent"] for e in steps] == [50, 100]
 
 
@@ -130,27 +118,20 @@ def test_p99_guard_rolls_back_a_slow_green(setup):
     assert proxy.status()["weights"] == {"blue": 100, "green": 0}
 
 
-def test_restart_mid_rollout_holds_at_its_step(setup, tmp_path):
+def test_restart_mid_rollout_holds_at_its_step(setup):
     proxy, blue, green = setup
     started = proxy.cli("cutover", "green", "--steps", "30,100", "--interval", "10m", "--json")
     assert started.returncode == 0, started.stderr
     assert json.loads(started.stdout)["rollout"]["state"] == "running"
-    assert proxy.stop() == 0
-    with open(proxy.config_path) as f:
-        again = ProxyProcess(tmp_path, {}, {}, config_text=f.read())
-    again.admin = proxy.admin
-    again.start()
-    try:
-        state = again.status()
-        assert state["weights"] == {"blue": 70, "green": 30}
-        assert state["rollout"]["state"] == "held"
-        assert "restarted" in state["rollout"]["reason"]
-        # Rolling back ends it.
-        assert again.cli("rollback").returncode == 0
-        assert again.status()["weights"] == {"blue": 100, "green": 0}
-        assert again.status()["rollout"]["state"] == "rolled_back"
-    finally:
-        again.stop()
+    assert proxy.restart() == 0
+    state = proxy.status()
+    assert state["weights"] == {"blue": 70, "green": 30}
+    assert state["rollout"]["state"] == "held"
+    assert "restarted" in state["rollout"]["reason"]
+    # Rolling back ends it.
+    assert proxy.cli("rollback").returncode == 0
+    assert proxy.status()["weights"] == {"blue": 100, "green": 0}
+    assert proxy.status()["rollout"]["state"] == "rolled_back"
 
 
 def test_new_weights_cancel_a_running_rollout(setup):
@@ -173,20 +154,16 @@ def test_a_rollout_waiting_for_traffic_says_so_and_a_plain_cutover_clears_it(set
     assert rollout(proxy)["state"] == "cancelled"
     assert proxy.cli("weights", "blue=100", "green=0").returncode == 0
     assert rollout(proxy) is None  # an ended rollout does not outlive the next change
-    proxy.stop()
-    proxy.lines.clear()
-    proxy.start()
+    proxy.restart()
     assert rollout(proxy) is None and "rollout" not in proxy.cli("status").stdout
 
 
 def test_metrics_parse_as_prometheus_text(setup):
     proxy, blue, green = setup
-    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+    conn = open_conn(proxy.port, timeout=5)
     for _ in range(20):
-        conn.request("GET", "/")
-        conn.getresponse().read()
-    conn.close()
-    text = admin_get(proxy, "/metrics", raw=True)
+        get(conn)
+    text = admin(proxy, "GET", "/metrics")[2].decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     requests = {(s.labels["pool"], s.labels["class"]): s.value
                 for s in families["switchyard_requests"].samples}
@@ -197,46 +174,30 @@ def test_metrics_parse_as_prometheus_text(setup):
     assert [s.value for s in families["switchyard_rollout_step"].samples] == [0]
 
 
-def test_metrics_on_a_tcp_port_are_read_only_and_parse(tmp_path):
-    import socket
-    import urllib.error
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    blue = RecordingUpstream(answering("blue"))
-    proxy = ProxyProcess(tmp_path, {"blue": [blue.address], "green": [blue.address]},
-                         {"blue": 100, "green": 0},
-                         extra=f'metrics: {{listen: "127.0.0.1:{port}"}}\n').start()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        families = {f.name for f in text_string_to_metric_families(text)}
-        assert {"switchyard_requests", "switchyard_upstream_closes",
-                "switchyard_pool_weight"} <= families
-        for method, path in [("POST", "/metrics"), ("GET", "/status"), ("PUT", "/weights")]:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                             data=b"{}" if method != "GET" else None)
-            with pytest.raises(urllib.error.HTTPError) as refused:
-                urllib.request.urlopen(request, timeout=5)
-            assert refused.value.code in (404, 405)
-            refused.value.close()
-        assert proxy.status()["weights"] == {"blue": 100, "green": 0}
-    finally:
-        proxy.stop()
-        blue.close()
+def test_metrics_on_a_tcp_port_are_read_only_and_parse(upstreams, start_proxy):
+    port = free_port()
+    blue = upstreams(respond=answering("blue"))
+    proxy = start_proxy([blue.address], [blue.address],
+                        extra=f'metrics: {{listen: "127.0.0.1:{port}"}}\n')
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert {"switchyard_requests", "switchyard_upstream_closes",
+            "switchyard_pool_weight"} <= families
+    for method, path in [("POST", "/metrics"), ("GET", "/status"), ("PUT", "/weights")]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                         data=b"{}" if method != "GET" else None)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code in (404, 405)
+        refused.value.close()
+    assert proxy.status()["weights"] == {"blue": 100, "green": 0}
 
 
 def test_the_grafana_dashboard_asks_only_for_metrics_the_proxy_exports(setup):
-    import os
-    import re
-
-    from .support import ROOT
-
     proxy, _, _ = setup
     exported = {f.name for f in text_string_to_metric_families(
-        admin_get(proxy, "/metrics", raw=True))}
+        admin(proxy, "GET", "/metrics")[2].decode())}
     with open(os.path.join(ROOT, "config", "grafana", "switchyard.json")) as f:
         dashboard = json.load(f)
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
@@ -244,30 +205,3 @@ def test_the_grafana_dashboard_asks_only_for_metrics_the_proxy_exports(setup):
              for n in re.findall(r"switchyard_[a-z_]+", e)}
     assert names and names <= exported, names - exported
 
-
-def admin_get(proxy, path: str, raw: bool = False):
-    import socket
-
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(proxy.admin)
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    if b"chunked" in head.lower():
-        body = _dechunk(body)
-    return body.decode() if raw else json.loads(body)
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size, _, body = body.partition(b"\r\n")
-        n = int(size, 16)
-        if n == 0:
-            break
-        out += body[:n]
-        body = body[n + 2:]
-    return out

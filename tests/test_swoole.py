@@ -11,6 +11,7 @@ log says what ran.  The long side-by-side versions (with HAProxy) are
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -22,7 +23,8 @@ import time
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from .support import ROOT, ProxyProcess, parse_responses, wait_for
+from .support import (ROOT, Activated, Notifications, ProxyProcess, listening_socket,
+                      parse_responses, raw_exchange, upstream_status, wait_for)
 from .swoolekit import MixedLoad, SwooleServer, check_applied, require_swoole
 
 pytestmark = pytest.mark.timeout(180)
@@ -49,55 +51,22 @@ def servers(tmp_path):
 
 
 @pytest.fixture
-def proxy_for(tmp_path):
-    """proxy_for(blue=[...], green=[...], extra=...) -> a started ProxyProcess."""
-    started = []
-
+def proxy_for(start_proxy):
+    """proxy_for(blue=[servers], green=[servers], extra=...) -> a started ProxyProcess
+    (green, when empty, is an address nothing listens on)."""
     def start(blue, green=(), extra="", weights=None) -> ProxyProcess:
-        d = tmp_path / f"proxy{len(started)}"
-        d.mkdir()
-        p = ProxyProcess(d, {"blue": [s.address for s in blue],
-                             "green": [s.address for s in green] or ["127.0.0.1:1"]},
-                         weights or {"blue": 100, "green": 0}, extra=extra).start()
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.stop()
+        return start_proxy([s.address for s in blue],
+                           [s.address for s in green] or ["127.0.0.1:1"],
+                           weights=weights, extra=extra)
+    return start
 
 
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _raw(port: int, data: bytes, read_first: bool = False, timeout: float = 10.0) -> bytes:
-    """Send `data`, read until the proxy closes or answers in full."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not chunk:
-                break
-            out += chunk
-            if b"\r\n\r\n" in out and _whole(out):
-                break
-    return out
-
-
-def _whole(data: bytes) -> bool:
-    """One response is complete: by Content-Length, a chunked end, or no body at all."""
-    head, _, body = data.partition(b"\r\n\r\n")
-    if re.match(rb"HTTP/1\.1 (204|304) ", head):
-        return True
-    if re.search(rb"(?im)^transfer-encoding:\s*chunked", head):
-        return body.endswith(b"0\r\n\r\n")
-    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-    return m is not None and len(body) >= int(m[1])
+# Send raw bytes, read until the proxy closes or has answered in full.
+_raw = functools.partial(raw_exchange, timeout=10.0, until_close=False)
 
 
 # -- worker recycling -----------------------------------------------------------------------
@@ -153,14 +122,11 @@ def test_swoole_stopping_mid_request_gives_a_clean_502_and_runs_it_once(servers,
     started = [line for s in (one, two) for line in s.log_lines()
                if line.get("test_id") == "slow-1" and line.get("event") == "started"]
     assert len(started) == 1  # never sent to the other upstream
-    wait_for(lambda: not _upstream(proxy, holder)["healthy"], what="the stopped upstream down")
+    wait_for(lambda: not upstream_status(proxy, "blue", holder.address)["healthy"],
+             what="the stopped upstream down")
     holder.start()
-    wait_for(lambda: _upstream(proxy, holder)["healthy"], what="the restarted upstream back")
-
-
-def _upstream(proxy, server) -> dict:
-    return next(u for u in proxy.status()["pools"]["blue"]["upstreams"]
-                if u["address"] == server.address)
+    wait_for(lambda: upstream_status(proxy, "blue", holder.address)["healthy"],
+             what="the restarted upstream back")
 
 
 # -- deploys --------------------------------------------------------------------------------
@@ -312,13 +278,8 @@ def _reset_session(port: int, message: bytes) -> None:
 def test_three_proxy_restarts_under_wrk_fail_no_request(servers, tmp_path):
     """Socket activation emulated (tests/test_restart.py): the test holds the
     listening socket; each proxy process gets it as fd 3.  wrk does not retry."""
-    from .test_restart import Activated, Notifications
-
     blue = servers("blue")
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4096)
+    listener = listening_socket()
     port = listener.getsockname()[1]
     cfg = ProxyProcess(tmp_path, {"blue": [blue.address], "green": ["127.0.0.1:1"]},
                        {"blue": 100, "green": 0})
@@ -426,28 +387,20 @@ def test_rolling_restart_of_a_three_instance_pool_fails_nothing(servers, proxy_f
 
 
 def test_the_last_healthy_upstream_cannot_be_disabled_and_disabling_survives_a_restart(
-        servers, tmp_path):
+        servers, proxy_for):
     one, two = servers("blue1"), servers("blue2")
-    d = tmp_path / "proxy"
-    d.mkdir()
-    proxy = ProxyProcess(d, {"blue": [one.address, two.address], "green": ["127.0.0.1:1"]},
-                         {"blue": 100, "green": 0}).start()
-    try:
-        assert proxy.cli("upstream", "disable", "blue", one.address).returncode == 0
-        refused = proxy.cli("upstream", "disable", "blue", two.address)
-        assert refused.returncode == 1 and "no enabled, healthy upstream" in refused.stderr
-        generation = proxy.status()["generation"]
-        stale = proxy.cli("upstream", "enable", "blue", one.address, "--if-match",
-                          str(generation - 1))
-        assert stale.returncode == 1 and "412" in stale.stderr
-        for _ in range(20):  # every request goes to the enabled one
-            out = _raw(proxy.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-            assert out.startswith(b"HTTP/1.1 200 ") and b"X-Pool: blue2" in out
-        proxy.stop()
-        proxy.lines.clear()
-        proxy.start()  # same state file
-        ups = {u["address"]: u["enabled"] for u in proxy.status()["pools"]["blue"]["upstreams"]}
-        assert ups == {one.address: False, two.address: True}
-        assert proxy.status()["generation"] == generation
-    finally:
-        proxy.stop()
+    proxy = proxy_for([one, two])
+    assert proxy.cli("upstream", "disable", "blue", one.address).returncode == 0
+    refused = proxy.cli("upstream", "disable", "blue", two.address)
+    assert refused.returncode == 1 and "no enabled, healthy upstream" in refused.stderr
+    generation = proxy.status()["generation"]
+    stale = proxy.cli("upstream", "enable", "blue", one.address, "--if-match",
+                      str(generation - 1))
+    assert stale.returncode == 1 and "412" in stale.stderr
+    for _ in range(20):  # every request goes to the enabled one
+        out = _raw(proxy.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200 ") and b"X-Pool: blue2" in out
+    proxy.restart()  # same state file
+    ups = {u["address"]: u["enabled"] for u in proxy.status()["pools"]["blue"]["upstreams"]}
+    assert ups == {one.address: False, two.address: True}
+    assert proxy.status()["generation"] == generation

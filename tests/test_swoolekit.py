@@ -14,7 +14,7 @@ import time
 import pytest
 
 from . import swoolekit
-from .support import RecordingUpstream
+from .support import RecordingUpstream, wait_for
 from .swoolekit import (MixedLoad, RawConnection, RequestFailed, SwooleMissing, SwooleServer,
                         check_applied, require_swoole)
 
@@ -63,12 +63,10 @@ def test_mixed_load_reconnects_after_connection_close_and_never_resends():
 
     upstream = RecordingUpstream(respond)
     try:
-        load = MixedLoad(upstream.port, get_connections=1, post_connections=0, duration=10,
-                         max_requests=70).start()
-        deadline = time.monotonic() + 10
-        while load.done < 70 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        result = load.stop()
+        with MixedLoad(upstream.port, get_connections=1, post_connections=0, duration=10,
+                       max_requests=70) as load:
+            wait_for(lambda: load.done >= 70, 10, interval=0.01, what="70 requests done")
+            result = load.stop()
     finally:
         upstream.close()
     assert result.requests == 70 == len(upstream.requests)  # each request sent exactly once
@@ -227,11 +225,5 @@ def test_websocket_app_echoes_closes_on_request_and_counts_connections(swoole, t
             with pytest.raises(ConnectionClosed) as closed:
                 b.recv(timeout=5)
             assert closed.value.rcvd.code == 1000 and closed.value.rcvd.reason == "bye"
-            deadline = time.monotonic() + 5
-            while open_count() != 1 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert open_count() == 1
-        deadline = time.monotonic() + 5
-        while open_count() != 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert open_count() == 0
+            wait_for(lambda: open_count() == 1, 5, what="one WebSocket left open")
+        wait_for(lambda: open_count() == 0, 5, what="no WebSocket left open")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,9 +22,11 @@ from structlog.testing import capture_logs
 
 from proxy.systemd import Notifier, listen_fds
 
+from . import support
+
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(support.ROOT)
 UNIT_DIR = ROOT / "systemd"
 DEPLOY = UNIT_DIR / "deploy.sh"
 
@@ -138,8 +139,7 @@ def test_listen_fds_is_empty_when_not_activated(monkeypatch: pytest.MonkeyPatch)
 def test_listen_fds_under_real_systemd_socket_activate(tmp_path: Path) -> None:
     child = tmp_path / "child.py"
     child.write_text(ACTIVATED_CHILD)
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
+    port = support.free_port()
     cmd = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "-E", f"PYTHONPATH={ROOT}"]
     with subprocess.Popen(
         [*cmd, sys.executable, str(child)],
