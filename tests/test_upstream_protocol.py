@@ -17,7 +17,7 @@ import pytest
 from proxy.config import Address
 from proxy.dataplane.retry import ANSWERED, NOT_SENT, TIMED_OUT, UNKNOWN, UNREAD
 from proxy.dataplane.connection import UpstreamConnection
-from proxy.dataplane.response import AWAITING, CLOSED, IDLE, RECEIVING
+from proxy.dataplane.response import AWAITING, CLOSED, IDLE, RECEIVING, TUNNEL
 from proxy.dataplane.upstream import Upstream
 
 from .fakes import FakeTransport
@@ -77,7 +77,8 @@ class FakeClient:
         return self.resend
 
     def on_upstream_upgraded(self, conn, head, rest) -> None:
-        raise AssertionError("no upgrade here")
+        self.upgraded = (b"".join(head), rest)
+        conn.hand_over()
 
     def pass_on(self) -> None:
         self.flushes += 1
@@ -202,3 +203,24 @@ def test_a_204s_content_length_is_not_passed_on(upstream):
     client.write_pass()
     conn.data_received(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n")
     assert client.head == (204, b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n")
+
+
+def test_a_101_hands_the_connection_to_a_tunnel_with_what_followed_the_head(upstream):
+    conn, transport, client = exchange(upstream)
+    client.write_pass()
+    conn.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       b"Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n\x81\x02hi")
+    head, rest = client.upgraded
+    assert head.startswith(b"HTTP/1.1 101 ") and b"Sec-WebSocket-Accept: x\r\n" in head
+    assert b"Upgrade:" not in head and b"Connection:" not in head  # hop-by-hop: ours to set
+    assert rest == b"\x81\x02hi" and conn.phase is TUNNEL and client.errors == []
+    assert conn not in upstream.idle and not transport.closing
+
+
+def test_an_upgrade_field_on_a_200_is_an_ordinary_answer(upstream):
+    conn, transport, client = exchange(upstream)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nUpgrade: h2c\r\n"
+                       b"Connection: upgrade\r\n\r\n")
+    assert not hasattr(client, "upgraded") and client.errors == []
+    assert client.head == (200, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n") and client.done == 1
+    assert conn.phase is IDLE and conn in upstream.idle

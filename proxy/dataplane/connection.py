@@ -168,8 +168,8 @@ class UpstreamConnection(ResponseReader, asyncio.Protocol):
         self.phase = RECEIVING
         try:
             self.parser.feed_data(data)  # the callbacks are response.py
-        except httptools.HttpParserError as exc:
-            self.parse_failed(exc, data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self.parse_failed(exc, data)  # HttpParserUpgrade is not an HttpParserError
         if self.exchange is not None:
             # Still mid-response: the timeout counts from the last bytes.  (A
             # response that ended in this read already went out with its pass_on.)

@@ -47,7 +47,7 @@ class ResponseReader:
 
     __slots__ = ()
 
-    def parse_failed(self, exc: httptools.HttpParserError, data: bytes) -> None:
+    def parse_failed(self, exc: Exception, data: bytes) -> None:
         """llhttp stopped inside `data`: a 101, a HEAD response's end, or an error.
         (The caller feeds llhttp itself: a call less per read on the hot path.)"""
         if isinstance(exc, httptools.HttpParserUpgrade):
