@@ -10,34 +10,29 @@ when the CLI that started it goes away.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import replace
 
-from ..commands import (
-    CommandError,
-    ConflictError,
-    Cutover,
-    Drain,
-    Pause,
-    PreconditionError,
-    UpstreamToggle,
-    Weights,
-)
-from ..dataplane.pause import HeldRequests
+from ..commands import (CommandError, ConflictError, Cutover, Drain, Pause, PreconditionError,
+                        UpstreamToggle, Weights)
 from ..dataplane.plane import DataPlane
 from ..dataplane.router import RoutingTable, table_from
-from .events import EventLog
-from .progressive import RolloutClock, internal
-from .rollout import CANCELLED, HELD, ROLLED_BACK, Rollout
 from .drain import DrainDeadlines
+from .events import EventLog
+from .pausing import Pauses
+from .progressive import RolloutClock, internal
+from .rollout import CANCELLED, ROLLED_BACK, Rollout
 from .state import SavedState, save
-from .status import pools_view
-from .tables import grace_after, previous_after, saved_state
+from .status import state_view
+from .tables import (fitted, grace_after, previous_after, refuse_emptying, restored_rollout,
+                     rolled_back, saved_state, table_from_saved)
+
 # `_apply(rollout=KEEP)`: the change leaves the rollout as it is.  None clears it.
 KEEP = object()
 
 
 class Controller:
+    """The one writer of the routing table and of the rollout saved with it."""
+
     def __init__(self, plane: DataPlane, state_file: str, events: EventLog) -> None:
         self.plane = plane
         self.state_file = state_file
@@ -47,7 +42,7 @@ class Controller:
         self.rollout: Rollout | None = None
         self.clock = RolloutClock(self)
         self.deadlines = DrainDeadlines(plane, events)
-        self._pause_timer: asyncio.TimerHandle | None = None
+        self.pauses = Pauses(plane, events)
 
     @property
     def table(self) -> RoutingTable:
@@ -60,18 +55,7 @@ class Controller:
     # -- queries -------------------------------------------------------------------
 
     def status(self) -> dict:
-        table = self.table
-        now = self.plane.loop.time()
-        return {
-            "generation": table.generation,
-            "weights": dict(table.weights),
-            "previous": table.previous,
-            "pools": pools_view(self.plane),
-            "grace": {p: round(t - now, 1) for p, t in table.grace_until.items() if t > now},
-            "rollout": None if self.rollout is None else self.rollout.to_json(time.time()),
-            "draining": self.plane.draining,
-            "pause": None if self.plane.pause is None else self.plane.pause.to_json(),
-        }
+        return state_view(self.plane, self.rollout)
 
     def check_generation(self, expected: int | None) -> None:
         if expected is not None and expected != self.table.generation:
@@ -119,39 +103,19 @@ class Controller:
                 return self._end_grace(caller)
             raise ConflictError("nothing to roll back to: no previous pool")
         rollout = rollout or self.ended(ROLLED_BACK, reason or "rolled back by hand")
-        epochs = dict(table.epochs)
-        for pool, weight in table.weights.items():
-            if pool != back and weight > 0:
-                epochs[pool] = epochs.get(pool, 0) + 1
-        new = table_from(
-            {p: (100 if p == back else 0) for p in table.weights},
-            generation=table.generation + 1,
-            previous=None,
-            epochs=epochs,
-            grace_until={},
-            disabled=dict(table.disabled),
-        )
-        self._apply(new, "rolled_back", caller, rollout, reason=reason or "by hand")
+        self._apply(rolled_back(table, back), "rolled_back", caller, rollout,
+                    reason=reason or "by hand")
         return self.status()
 
     def fit_to(self, config) -> None:
         """A reloaded config adds or removes pools or upstreams: the routing table
         follows (new pools at weight 0), keeping every grace period and disabled
         upstream that still exists.  Saved before it applies, like any change."""
-        table = self.table
         addresses = {name: {str(a) for a in pc.upstreams} for name, pc in config.pools.items()}
-        disabled = {p: frozenset(a for a in addrs if a in addresses.get(p, ()))
-                    for p, addrs in table.disabled.items()}
-        disabled = {p: a for p, a in disabled.items() if a}
-        if set(table.weights) == set(addresses) and disabled == dict(table.disabled):
-            return
-        keep = lambda mapping: {p: v for p, v in mapping.items() if p in addresses}  # noqa: E731
-        new = table_from({p: table.weights.get(p, 0) for p in addresses},
-                         generation=table.generation + 1,
-                         previous=table.previous if table.previous in addresses else None,
-                         epochs=keep(table.epochs), grace_until=keep(table.grace_until),
-                         disabled=disabled)
-        self._apply(new, "routing_fitted_to_config", internal("reload"), pools=sorted(addresses))
+        new = fitted(self.table, addresses)
+        if new is not None:
+            self._apply(new, "routing_fitted_to_config", internal("reload"),
+                        pools=sorted(addresses))
 
     def _graced(self, table: RoutingTable) -> list[str]:
         now = self.plane.loop.time()
@@ -197,48 +161,19 @@ class Controller:
         self.deadlines.cut_later(cmd.pool, timeout)
         return self.status()
 
-    # -- pause and resume (pause.py; not routing state: no generation, not saved) --------
+    # -- pause and resume (pausing.py; not routing state: no generation, not saved) -----
 
     def pause(self, cmd: Pause, caller: dict) -> dict:
-        """Hold new requests until `resume` or the timeout; a second pause keeps
-        what is held and sets a new timeout."""
-        if self.plane.draining:
-            raise ConflictError("the proxy is stopping: nothing to pause")
-        timeout = self.plane.config.timeouts.pause if cmd.timeout is None else cmd.timeout
-        held = self.plane.pause
-        if held is None:
-            held = self.plane.pause = HeldRequests(timeout)
-        else:
-            held.until = time.monotonic() + timeout
-        if self._pause_timer is not None:
-            self._pause_timer.cancel()
-        self._pause_timer = self.plane.loop.call_later(timeout, self._pause_expired)
-        self.events.emit("paused", timeout=timeout, waiting=held.waiting(), **caller)
+        self.pauses.pause(cmd, caller)
         return self.status()
 
-    def resume(self, caller: dict, reason: str = "by hand") -> dict:
-        """Let the held requests through, in the order they came; nothing if not paused."""
-        held = self.plane.pause
-        if held is None:
-            return self.status()
-        self.plane.pause = None
-        if self._pause_timer is not None:
-            self._pause_timer.cancel()
-            self._pause_timer = None
-        released = held.release()
-        self.events.emit("resumed", reason=reason, released=released,
-                         paused_for=round(time.monotonic() - held.since, 1), **caller)
+    def resume(self, caller: dict) -> dict:
+        self.pauses.resume(caller)
         return self.status()
 
     def stopping(self) -> None:
         """The proxy stops: held requests go on now, so that the drain can finish them."""
-        self.resume(internal("shutdown"), reason="the proxy is stopping")
-
-    def _pause_expired(self) -> None:
-        self._pause_timer = None
-        self.events.emit("pause_expired", level="warning",
-                         waiting=self.plane.pause.waiting() if self.plane.pause else 0)
-        self.resume(internal("pause timeout"), reason="timeout")
+        self.pauses.resume(internal("shutdown"), reason="the proxy is stopping")
 
     def set_upstream(self, cmd: UpstreamToggle, caller: dict, event: str | None = None,
                      **why) -> dict:
@@ -257,7 +192,7 @@ class Controller:
         if off == set(table.disabled.get(cmd.pool, ())):
             return self.status()  # already so: no new generation
         if not cmd.enabled and not cmd.force:
-            self._refuse_emptying(cmd.pool, off, cmd.address)
+            refuse_emptying(table, self.plane.pools[cmd.pool], off, cmd.address)
         disabled = dict(table.disabled)
         disabled[cmd.pool] = frozenset(off)
         new = table_from(dict(table.weights), generation=table.generation + 1,
@@ -269,15 +204,6 @@ class Controller:
         self._apply(new, event, caller, pool=cmd.pool, upstream=cmd.address,
                     enabled=cmd.enabled, **why)
         return self.status()
-
-    def _refuse_emptying(self, pool: str, off: set[str], address: str) -> None:
-        weight = self.table.weights.get(pool, 0)
-        if weight == 0:
-            return
-        if not any(u.healthy and u.label not in off for u in self.plane.pools[pool].upstreams):
-            raise ConflictError(
-                f"disabling {address} would leave pool {pool} (weight {weight}) with no "
-                "enabled, healthy upstream; nothing changed (--force to do it anyway)")
 
     async def wait_healthy(self, pool: str) -> None:
         loop = self.plane.loop
@@ -337,26 +263,16 @@ class Controller:
     # -- state ---------------------------------------------------------------------
 
     def restore(self, saved: SavedState) -> None:
+        """The state a previous process saved: its table, and its rollout, held."""
         known = {name: {u.label for u in pool.upstreams} for name, pool in self.plane.pools.items()}
-        disabled = {p: frozenset(a for a in addrs if a in known.get(p, ()))
-                    for p, addrs in saved.disabled.items()}
-        self.plane.set_table(table_from(saved.weights, saved.generation, saved.previous,
-                                        saved.epochs, disabled=disabled))
+        self.plane.set_table(table_from_saved(saved, known))
         if saved.rollout:
             try:
-                self.rollout = Rollout.from_json(saved.rollout)
-                self.rollout.percent  # noqa: B018 - a step index out of range fails here
+                self.rollout, held = restored_rollout(saved.rollout)
             except (TypeError, ValueError, IndexError, KeyError) as exc:
-                self.rollout = None
                 self.events.emit("rollout_not_restored", level="warning", error=repr(exc))
                 return
-            r = self.rollout
-            if r.active:
-                # We cannot know what happened while we were down: hold, and say so.
-                self.rollout = replace(r, state=HELD, reason=(
-                    f"proxy restarted during step {r.step_index + 1} "
-                    f"({r.percent}% to {r.target}); holding there: "
-                    "run the cutover again to continue, or roll back"))
+            if held:
                 self.events.emit("rollout_held", level="warning", reason=self.rollout.reason)
 
     def persist(self) -> None:

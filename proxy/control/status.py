@@ -1,4 +1,4 @@
-"""What `GET /status` shows of the data plane: pools, upstreams, what is in flight."""
+"""What `GET /status` shows: routing state, pools, upstreams, what is in flight."""
 
 from __future__ import annotations
 
@@ -7,6 +7,22 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..dataplane.plane import DataPlane
+
+
+def state_view(plane: DataPlane, rollout) -> dict:
+    """`GET /status`: the routing table, the pools, a rollout, a pause."""
+    table = plane.table
+    now = plane.loop.time()
+    return {
+        "generation": table.generation,
+        "weights": dict(table.weights),
+        "previous": table.previous,
+        "pools": pools_view(plane),
+        "grace": {p: round(t - now, 1) for p, t in table.grace_until.items() if t > now},
+        "rollout": None if rollout is None else rollout.to_json(time.time()),
+        "draining": plane.draining,
+        "pause": None if plane.pause is None else plane.pause.to_json(),
+    }
 
 
 def pools_view(plane: DataPlane) -> dict:

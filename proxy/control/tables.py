@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from ..dataplane.router import RoutingTable
-from .rollout import Rollout
+from dataclasses import replace
+
+from ..commands import ConflictError
+from ..dataplane.router import RoutingTable, table_from
+from .rollout import HELD, Rollout
 from .state import SavedState
 
 
@@ -42,3 +45,62 @@ def grace_after(table: RoutingTable, weights: dict[str, int], now: float,
             if weight > 0 and weights.get(pool, 0) == 0:
                 out[pool] = now + grace
     return out
+
+
+def table_from_saved(saved: SavedState, known: dict[str, set[str]]) -> RoutingTable:
+    """The saved table, minus disabled upstreams the config no longer has."""
+    disabled = {p: frozenset(a for a in addrs if a in known.get(p, ()))
+                for p, addrs in saved.disabled.items()}
+    return table_from(saved.weights, saved.generation, saved.previous, saved.epochs,
+                      disabled=disabled)
+
+
+def restored_rollout(data: dict) -> tuple[Rollout, bool]:
+    """A saved rollout, and whether it was active: then it is held, since nobody can
+    know what happened while the proxy was down.  Raises on a malformed one."""
+    r = Rollout.from_json(data)
+    r.percent  # noqa: B018 - a step index out of range fails here
+    if not r.active:
+        return r, False
+    return replace(r, state=HELD, reason=(
+        f"proxy restarted during step {r.step_index + 1} ({r.percent}% to {r.target}); "
+        "holding there: run the cutover again to continue, or roll back")), True
+
+
+def refuse_emptying(table: RoutingTable, pool, off: set[str], address: str) -> None:
+    """409 when disabling `address` leaves `pool`, which has weight, with no
+    enabled, healthy upstream."""
+    weight = table.weights.get(pool.name, 0)
+    if weight and not any(u.healthy and u.label not in off for u in pool.upstreams):
+        raise ConflictError(
+            f"disabling {address} would leave pool {pool.name} (weight {weight}) with no "
+            "enabled, healthy upstream; nothing changed (--force to do it anyway)")
+
+
+def fitted(table: RoutingTable, addresses: dict[str, set[str]]) -> RoutingTable | None:
+    """The table for a reloaded config's pools (`addresses`: their upstreams): new
+    pools at weight 0, grace periods and disabled upstreams kept where they still
+    exist.  None when nothing changes."""
+    disabled = {p: frozenset(a for a in addrs if a in addresses.get(p, ()))
+                for p, addrs in table.disabled.items()}
+    disabled = {p: a for p, a in disabled.items() if a}
+    if set(table.weights) == set(addresses) and disabled == dict(table.disabled):
+        return None
+    keep = lambda mapping: {p: v for p, v in mapping.items() if p in addresses}  # noqa: E731
+    return table_from({p: table.weights.get(p, 0) for p in addresses},
+                      generation=table.generation + 1,
+                      previous=table.previous if table.previous in addresses else None,
+                      epochs=keep(table.epochs), grace_until=keep(table.grace_until),
+                      disabled=disabled)
+
+
+def rolled_back(table: RoutingTable, back: str) -> RoutingTable:
+    """All weight on `back`; the cookies of every other pool that had traffic stop
+    working (their epoch moves on), and no grace period is left."""
+    epochs = dict(table.epochs)
+    for pool, weight in table.weights.items():
+        if pool != back and weight > 0:
+            epochs[pool] = epochs.get(pool, 0) + 1
+    return table_from({p: (100 if p == back else 0) for p in table.weights},
+                      generation=table.generation + 1, previous=None, epochs=epochs,
+                      grace_until={}, disabled=dict(table.disabled))

@@ -21,10 +21,15 @@ def dispatch(up: Upstream, exchange: ResponseSink, payload: bytes, is_head: bool
     the worker that just dropped it)."""
     up.inflight += 1
     now = time.monotonic()
-    conn = None if fresh else up.take_idle(now)
-    if conn is not None:
-        conn.start(exchange, payload, is_head, body_file, now)
-        return
+    idle = up.idle  # newest last: the one most likely still open
+    while idle and not fresh:
+        conn = idle.pop()
+        transport = conn.transport
+        if transport is not None and not transport.is_closing() and \
+                now - conn.idle_since < up.idle_timeout:
+            conn.start(exchange, payload, is_head, body_file, now)
+            return
+        conn.close()
     loop, addr = up.loop, up.address
     factory = lambda: UpstreamConnection(up)  # noqa: E731
     if addr.kind == "unix":

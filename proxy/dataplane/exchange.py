@@ -290,7 +290,8 @@ class Exchange:
         now = time.monotonic()  # one clock read for stats, the log line and the idle deadline
         if not counted and self.pool is not None:
             self.pool.count(status, now - req.started)
-        self._log(status, now)
+        if self.plane.access is not None:  # _log inlined: this runs for every request
+            self.plane.access.record_exchange(self, status, now, None)
         self.client.answered(self, now)
 
     def _log(self, status: int, now: float | None = None, error: str | None = None) -> None:

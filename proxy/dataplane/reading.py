@@ -34,6 +34,10 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class Read(enum.Enum):
     """The read side of a client connection: one phase, set by `_enter`."""
 
+    # Looked up in a dict three times a request (`_enter`): Enum's own __hash__ is
+    # Python code, and identity is what equality means for members anyway.
+    __hash__ = object.__hash__
+
     NEW = "new"          # connected, not a byte yet
     IDLE = "idle"        # between requests on a keep-alive connection
     HEAD = "head"        # a request head is arriving

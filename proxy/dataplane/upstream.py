@@ -64,18 +64,6 @@ class Upstream:
         state = ("up" if self.healthy else "down") + ("" if self.enabled else ",disabled")
         return f"<Upstream {self.address} {state} inflight={self.inflight} idle={len(self.idle)}>"
 
-    def take_idle(self, now: float):
-        """A pooled connection still fit to carry a request, or None."""
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            transport = conn.transport
-            if transport is not None and not transport.is_closing() and \
-                    now - conn.idle_since < self.idle_timeout:
-                return conn
-            conn.close()
-        return None
-
     def note_connect_failure(self) -> None:
         """Refused connects mean the workers are gone: after `eject_after` in a row,
         report it (passive ejection; the health checker marks it down)."""
