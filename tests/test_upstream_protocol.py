@@ -224,3 +224,73 @@ def test_an_upgrade_field_on_a_200_is_an_ordinary_answer(upstream):
     assert not hasattr(client, "upgraded") and client.errors == []
     assert client.head == (200, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n") and client.done == 1
     assert conn.phase is IDLE and conn in upstream.idle
+
+
+# -- the response head: the upstream's bytes, edited only where they must be -------------
+
+NGINX_HEAD = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
+              b"Content-Length: 3\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nok\n")
+
+
+def _answer(upstream, *reads):
+    conn, transport, client = exchange(upstream)
+    client.write_pass()
+    for data in reads:
+        conn.data_received(data)
+    return conn, client
+
+
+def test_the_head_goes_on_as_sent_minus_hop_by_hop_fields(upstream):
+    conn, client = _answer(upstream, NGINX_HEAD)
+    assert client.head == (200, b"HTTP/1.1 200 OK\r\nServer: nginx\r\n"
+                                b"Content-Type: text/plain\r\nContent-Length: 3\r\n")
+    assert client.body == [b"ok\n"] and client.done == 1 and conn in upstream.idle
+
+
+@pytest.mark.parametrize("cut", range(1, len(NGINX_HEAD)))
+def test_a_head_split_over_two_reads_anywhere_gives_the_same_answer(upstream, cut):
+    _, client = _answer(upstream, NGINX_HEAD[:cut], NGINX_HEAD[cut:])
+    assert client.head[1] == (b"HTTP/1.1 200 OK\r\nServer: nginx\r\n"
+                              b"Content-Type: text/plain\r\nContent-Length: 3\r\n")
+    assert b"".join(client.body) == b"ok\n" and client.done == 1
+
+
+@pytest.mark.parametrize("reads", [
+    [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + NGINX_HEAD],
+    [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Ear", b"ly Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 2",
+     NGINX_HEAD[10:]],
+])
+def test_interim_answers_are_not_passed_on_and_the_final_head_is_found_after_them(upstream,
+                                                                                 reads):
+    _, client = _answer(upstream, *reads)
+    assert client.head[1].startswith(b"HTTP/1.1 200 OK\r\nServer: nginx\r\n")
+    assert b"Link" not in client.head[1] and b"".join(client.body) == b"ok\n"
+
+
+def test_an_http_1_0_answer_goes_on_as_http_1_1_with_its_reason(upstream):
+    _, client = _answer(upstream, b"HTTP/1.0 404 Nope\r\nContent-Length: 0\r\n\r\n")
+    assert client.head == (404, b"HTTP/1.1 404 Nope\r\nContent-Length: 0\r\n")
+
+
+def test_fields_named_in_connection_and_every_hop_by_hop_field_are_removed(upstream):
+    _, client = _answer(upstream, b"HTTP/1.1 200 OK\r\nCONNECTION: close, X-Secret\r\n"
+                        b"x-secret: 1\r\nX-Kept: 2\r\nProxy-Authenticate: Basic\r\n"
+                        b"Trailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert client.head == (200, b"HTTP/1.1 200 OK\r\nX-Kept: 2\r\n")
+    assert client.done == 1
+
+
+def test_a_204_loses_its_content_length(upstream):
+    _, client = _answer(upstream, b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX: y\r\n\r\n")
+    assert client.head == (204, b"HTTP/1.1 204 No Content\r\nX: y\r\n") and client.done == 1
+
+
+def test_a_head_that_never_ends_fails_once_it_is_over_the_limit(upstream):
+    from proxy.dataplane.response import MAX_HEAD
+
+    conn, client = _answer(upstream, b"HTTP/1.1 200 OK\r\n")
+    for _ in range(MAX_HEAD // 1000 + 1):
+        if client.errors:
+            break
+        conn.data_received(b"X-Pad: " + b"a" * 991 + b"\r\n")
+    assert client.errors == [("UpstreamProtocolError", ANSWERED)] and conn.phase is CLOSED

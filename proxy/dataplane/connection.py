@@ -22,11 +22,12 @@ import httptools
 from .errors import (
     DrainCutError,
     ProxyError,
+    UpstreamProtocolError,
     UpstreamResetError,
     UpstreamTimeoutError,
 )
 from .http11 import strict_response_parser
-from .response import AWAITING, CLOSED, IDLE, RECEIVING, TUNNEL, ResponseReader
+from .response import AWAITING, CLOSED, IDLE, MAX_HEAD, RECEIVING, TUNNEL, ResponseReader
 from .retry import ANSWERED, NOT_SENT, TIMED_OUT, Delivery, delivery_at_close
 
 if TYPE_CHECKING:
@@ -41,8 +42,9 @@ class UpstreamConnection(ResponseReader, asyncio.Protocol):
     """One keep-alive connection to an upstream; one request at a time."""
 
     __slots__ = (
-        "upstream", "transport", "parser", "exchange", "phase", "is_head", "status", "reason", "head", "hop", "length", "interim", "head_sent",
-        "body_framed", "idle_since", "deadline", "paused", "body_file", "write_paused",
+        "upstream", "transport", "parser", "exchange", "phase", "is_head", "status", "reason",
+        "head", "hop", "length", "interim", "head_sent", "head_read", "body_framed",
+        "idle_since", "deadline", "paused", "body_file", "write_paused",
     )
 
     def __init__(self, upstream: Upstream) -> None:
@@ -61,6 +63,7 @@ class UpstreamConnection(ResponseReader, asyncio.Protocol):
         self.length = False
         self.interim = False
         self.head_sent = False
+        self.head_read = 0  # bytes read of an answer whose head has not ended yet
         self.body_framed = True
         self.idle_since = 0.0
         self.deadline = 0.0
@@ -78,6 +81,7 @@ class UpstreamConnection(ResponseReader, asyncio.Protocol):
         self.exchange = exchange
         self.phase = AWAITING
         self.head_sent = False
+        self.head_read = 0
         self.is_head = is_head
         self._new_head()
         self.deadline = now + self.upstream.response_timeout
@@ -170,6 +174,12 @@ class UpstreamConnection(ResponseReader, asyncio.Protocol):
             self.parser.feed_data(data)  # the callbacks are response.py
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.parse_failed(exc, data)  # HttpParserUpgrade is not an HttpParserError
+        if not self.head_sent and self.exchange is not None:
+            # A read ended inside the head (rare: it is one read almost always).
+            self.head_read += len(data)
+            if self.head_read > MAX_HEAD:  # nginx and HAProxy stop far sooner (4-16 KB)
+                self._fail(UpstreamProtocolError(f"response head over {MAX_HEAD} bytes"),
+                           ANSWERED)
         if self.exchange is not None:
             # Still mid-response: the timeout counts from the last bytes.  (A
             # response that ended in this read already went out with its pass_on.)

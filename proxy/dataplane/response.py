@@ -17,6 +17,7 @@ from .headers import HOP_BY_HOP, STATUS_LINES, without_content_length, without_n
 from .http11 import strict_response_parser
 from .retry import ANSWERED
 
+MAX_HEAD = 64 * 1024  # bytes of a response head held while it arrives
 # Connection values that name no other field (the common case, not worth a parse).
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
@@ -72,7 +73,8 @@ class ResponseReader:
         self.length = False
 
     def on_status(self, reason: bytes) -> None:
-        self.reason = reason
+        # llhttp hands the reason over in pieces when a read ends inside it.
+        self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Sorted as they arrive, which spares a second pass over the fields:
