@@ -37,7 +37,7 @@ from .systemd import Notifier, listen_fds
 # opened at start, the log set up at start.  A reload that changes one keeps
 # the old value in force (and recorded as such) and names it in
 # `restart_needed`.
-RESTART_ONLY = ("listen", "admin", "state_file", "secret_file", "log", "metrics")
+RESTART_ONLY = ("listen", "admin", "state_file", "secret_file", "log", "metrics", "workers")
 
 SWEEP_INTERVAL = 0.25
 # While stopping, an idle keep-alive connection is closed once it has been

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import re
 import textwrap
@@ -198,6 +199,59 @@ def test_example_file_shows_every_key():
             assert f"\n  {name}:" in text, f"{section}.{name} missing from the example"
     for name in Config.__dataclass_fields__.keys() - {"source"}:
         assert f"\n{name}:" in text, f"{name} missing from the example"
+
+
+SPEC_EXAMPLE = """
+listen: ["127.0.0.1:8080"]
+admin:
+  socket: /run/switchyard/admin.sock
+  mode: "0600"
+state_file: /var/lib/switchyard/state.json
+pools:
+  blue:  {upstreams: ["127.0.0.1:9501"]}
+  green: {upstreams: ["127.0.0.1:9502", "unix:/run/hyperf/green.sock"]}
+health: {path: /health, interval: 1s, timeout: 1s}
+weights: {blue: 100, green: 0}
+sticky: {cookie: switchyard_pool, max_age: 1h}
+timeouts: {client_header: 10s, client_body: 30s, upstream_connect: 2s, upstream_response: 60s, drain: 30s}
+limits: {max_body: 100MB, max_header: 32KB}
+workers: 1
+metrics: {listen: "127.0.0.1:9145"}
+"""
+
+
+def test_the_specifications_example_loads():
+    config = from_text(SPEC_EXAMPLE)  # docs/SPEC.md 2.2, but for `cluster` (below)
+    assert config.workers == 1 and config.metrics.listen == Address("tcp", "127.0.0.1", 9145)
+
+
+@pytest.mark.parametrize("value", ["2", "64"])
+def test_more_than_one_worker_is_refused_with_the_reason(value):
+    key, line, message = only_problem(f"pools: {{blue: {{upstreams: [\"127.0.0.1:1\"]}}}}\n"
+                                      f"workers: {value}\n")
+    assert (key, line) == ("workers", 2) and "this release runs exactly one" in message
+
+
+def test_workers_auto_is_one_per_usable_cpu():
+    text = 'pools: {blue: {upstreams: ["127.0.0.1:1"]}}\nworkers: auto\n'
+    if len(os.sched_getaffinity(0)) == 1:
+        assert from_text(text).workers == 1
+    else:
+        assert "data-plane processes" in only_problem(text)[2]
+
+
+@pytest.mark.parametrize("value, reason", [("0", "at least 1"), ("x", "an integer"),
+                                           ("true", "an integer")])
+def test_workers_must_be_a_positive_integer_or_auto(value, reason):
+    key, _, message = only_problem(f'pools: {{blue: {{upstreams: ["127.0.0.1:1"]}}}}\n'
+                                   f"workers: {value}\n")
+    assert key == "workers" and reason in message
+
+
+def test_cluster_is_refused_with_the_reason():
+    key, line, message = only_problem(SPEC_EXAMPLE + 'cluster:\n  etcd: ["http://127.0.0.1:2379"]\n'
+                                      "  key: /switchyard/myapp\n")
+    assert key == "cluster" and "not in this release" in message and line == 18
 
 
 def test_load_reads_a_file(tmp_path):

@@ -59,6 +59,7 @@ def _build(reader: Reader, root: MappingNode, source: str) -> Config:
         pools=pools,
         weights=_resolve_weights(reader, pools, values.get("weights")),
         trusted_proxies=values.get("trusted_proxies", ()),
+        workers=values.get("workers", 1),
         source=source,
         **sections,
     )

@@ -121,4 +121,5 @@ class Config:
     log: LogConfig
     rollout: RolloutConfig
     metrics: MetricsConfig
+    workers: int  # data-plane processes: 1 (the only value this release accepts)
     source: str

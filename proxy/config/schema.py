@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Any, Callable
 
@@ -171,6 +172,21 @@ def _network(value: Any) -> str:
     return str(ipaddress.ip_network(value, strict=False))
 
 
+def _workers(value: Any) -> int:
+    count = len(os.sched_getaffinity(0)) if value == "auto" else _integer(1)(value)
+    if count != 1:
+        # Said, not ignored: a proxy that quietly ran one process would be the
+        # ceiling of the server without anyone knowing.
+        raise ValueError(f"{value!r} means {count} data-plane processes; this release runs "
+                         "exactly one (workers: 1)")
+    return count
+
+
+def _no_cluster(reader: Reader, node: Node, key: str) -> None:
+    raise ValueError("a fleet sharing its routing state on etcd is not in this release; "
+                     "without `cluster` the routing state is this host's state_file")
+
+
 def _tcp_address(value: Any) -> Address:
     address = parse_address(value)
     if address.kind != "tcp":
@@ -234,5 +250,7 @@ TOP_FIELDS: dict[str, Convert] = {
     "pools": _pools,
     "weights": _weights,
     "trusted_proxies": _list_of(_network, "network"),
+    "workers": _scalar(_workers),
+    "cluster": _no_cluster,
     **{name: _record(kind, _FIELDS[kind]) for name, kind in SECTIONS.items()},
 }
