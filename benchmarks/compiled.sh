@@ -11,7 +11,7 @@ trap 'rm -rf "$tmp"' EXIT
 cp -r "$here/proxy" "$here/benchmarks" "$tmp/"
 pure=$(sh "$tmp/benchmarks/instructions.sh" "$@")
 ( cd "$tmp" && cythonize -q -3 -i -j 2 proxy/dataplane/*.py >/dev/null 2>&1 )
-compiled_modules=$(ls "$tmp"/proxy/dataplane/*.so | wc -l)
+compiled_modules=$(find "$tmp/proxy/dataplane" -name "*.so" | wc -l)
 compiled=$(sh "$tmp/benchmarks/instructions.sh" "$@")
 echo "pure python:  $pure"
 echo "cython ($compiled_modules modules of proxy/dataplane compiled): $compiled"
