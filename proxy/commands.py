@@ -92,9 +92,6 @@ class Weights:
             out[name] = int(value)
         return out
 
-    def to_json(self) -> dict:
-        return dict(self.weights)
-
 
 @dataclass(frozen=True)
 class Cutover:

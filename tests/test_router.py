@@ -5,7 +5,7 @@ import random
 import pytest
 
 from proxy.dataplane.router import table_from
-from proxy.dataplane.router import choose_pool, weighted_draw
+from proxy.dataplane.router import choose_pool
 
 BOTH = frozenset({"blue", "green"})
 T = table_from({"blue": 90, "green": 10}, generation=3)
@@ -47,6 +47,12 @@ ROLLED = table_from({"blue": 100, "green": 0}, epochs={"green": 1})
 def test_choose_pool_table(table, healthy, sticky, override, draw, now, expected):
     choice = choose_pool(table, healthy, sticky, override, draw, now)
     assert (None if choice is None else (choice.pool, choice.set_cookie)) == expected
+
+
+def weighted_draw(weights, healthy, draw):
+    """A cookie-less request's pool under `weights`: choose_pool's weighted draw."""
+    choice = choose_pool(table_from(weights), frozenset(healthy), None, None, draw, 0.0)
+    return None if choice is None else choice.pool
 
 
 def test_weighted_draw_skips_unhealthy_pools():

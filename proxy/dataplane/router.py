@@ -105,12 +105,6 @@ def _honours(table: RoutingTable, healthy, sticky: tuple[str, int], now: float) 
     return weight > 0 or now < table.grace_until.get(pool, 0.0)
 
 
-def weighted_draw(weights: Mapping[str, int], healthy, draw: float) -> str | None:
-    """Pick among healthy pools with weight > 0, proportionally to weight."""
-    choice = _land(_draw_for(weights.items(), healthy), draw)
-    return None if choice is None else choice.pool
-
-
 def _draw_for(weights: Iterable[tuple[str, int]], healthy) -> Draw:
     total = 0
     shares = []
