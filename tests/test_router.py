@@ -68,3 +68,14 @@ def test_weighted_draw_matches_weights_over_many_draws():
     n = 100_000
     green = sum(weighted_draw(weights, BOTH, rng.random()) == "green" for _ in range(n))
     assert abs(green - 0.3 * n) < 5 * (n * 0.3 * 0.7) ** 0.5
+
+
+def test_a_pool_counts_by_status_class_and_reads_requests_and_errors_from_it():
+    from proxy.dataplane.pool import Pool
+
+    pool = Pool("blue", [])
+    for status in (200, 204, 404, 503, None, 600):  # llhttp admits 3 digits, 600 too
+        pool.count(status, 0.01)
+    assert pool.requests == 6 and pool.errors == 3  # 503, no answer, 600
+    assert pool.classes() == {"2xx": 2, "4xx": 1, "5xx": 2, "error": 1}
+    assert sum(pool.latency.counts) == 6

@@ -105,7 +105,7 @@ class DataPlane:
         if old is not None:
             # Counters carry over a reload (requests still in flight count into the
             # old object; what they add there is lost, a known, small undercount).
-            pool.requests, pool.errors, pool.by_class = old.requests, old.errors, old.by_class
+            pool.by_class = old.by_class
             pool.drain_cut = old.drain_cut
             pool.latency = old.latency
         return pool

@@ -13,18 +13,16 @@ if TYPE_CHECKING:
 class Pool:
     """Upstreams of one color; counters that `status` and metrics show."""
 
-    __slots__ = ("name", "upstreams", "balance", "_next", "requests", "errors", "by_class",
-                 "latency", "drain_cut")
+    __slots__ = ("name", "upstreams", "balance", "_next", "by_class", "latency", "drain_cut")
 
     def __init__(self, name: str, upstreams: list[Upstream], balance: str = "least_inflight") -> None:
         self.name = name
         self.upstreams = upstreams
         self.balance = balance
         self._next = 0
-        self.requests = 0
-        self.errors = 0
         # Responses by status class: index 1..5 for 1xx..5xx, 0 for requests
-        # that got no upstream response (the proxy answered or cut them).
+        # that got no upstream response (the proxy answered or cut them).  The
+        # one count kept: requests and errors are read from it.
         self.by_class = [0] * 6
         self.latency = Histogram()
         self.drain_cut = 0  # exchanges and tunnels cut at a drain's deadline
@@ -32,6 +30,15 @@ class Pool:
     def __repr__(self) -> str:
         ups = ", ".join(repr(u) for u in self.upstreams)
         return f"<Pool {self.name} requests={self.requests} errors={self.errors} [{ups}]>"
+
+    @property
+    def requests(self) -> int:
+        return sum(self.by_class)
+
+    @property
+    def errors(self) -> int:
+        """Requests that failed: 5xx, or no upstream answer at all."""
+        return self.by_class[0] + self.by_class[5]
 
     @property
     def healthy(self) -> bool:
@@ -65,16 +72,14 @@ class Pool:
     def count(self, status: int | None, duration: float | None = None) -> None:
         """Record one finished request: its status (None for a proxy failure) and
         how long it took, for the latency histogram."""
-        self.requests += 1
         if duration is not None:
             self.latency.observe(duration)
         if status is None:
-            self.errors += 1
             self.by_class[0] += 1
-            return
-        if status >= 500:
-            self.errors += 1
-        self.by_class[status // 100] += 1
+        elif status < 600:
+            self.by_class[status // 100] += 1
+        else:  # llhttp admits any 3 digits; past 5xx is no success either
+            self.by_class[5] += 1
 
     def classes(self) -> dict[str, int]:
         """Counts by status class, as `status` and metrics show them."""
