@@ -12,9 +12,9 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from .reading import DEADLINES
 from .forwarding import Forwarding
 from .pool import Pool
+from .reading import DEADLINES
 from .router import Choice, RoutingTable, choose_pool
 from .sticky import Signer, find_cookie
 from .upstream import Upstream
@@ -23,7 +23,6 @@ from .writes import Outbox
 if TYPE_CHECKING:
     from .accesslog import AccessLog
     from ..config import Config
-
 
 
 class DataPlane:
@@ -70,15 +69,14 @@ class DataPlane:
         self.max_header = config.limits.max_header
         self.body_memory = config.limits.body_memory
         self.max_connections = config.limits.max_connections
-        # Seconds per read phase of a client connection (client.DEADLINES), resolved
+        # Seconds per read phase of a client connection (reading.DEADLINES), resolved
         # once per config instead of once per request.
         self.read_timeouts = {phase: getattr(config.timeouts, name)
                               for phase, name in DEADLINES.items()}
         self.cookie_name = config.sticky.cookie.encode()
         self.tester_cookie = self.cookie_name + b"_tester"
         self.our_cookies = frozenset({self.cookie_name, self.tester_cookie})
-        if hasattr(self, "forwarding"):
-            self.forwarding.configure(config)
+        self.forwarding.configure(config)
         self.pools = {name: self._pool(pc) for name, pc in config.pools.items()}
         self._apply_disabled()  # new Upstream objects start enabled
 
@@ -157,7 +155,7 @@ class DataPlane:
         judged at the request's arrival, which spares a clock read.
 
         `via_proxy`: `peer` is one of `trusted_proxies`, so the client is the one
-        its X-Forwarded-For names (see `client_address`)."""
+        its X-Forwarded-For names (see `Forwarding.client_address`)."""
         sticky = override = None
         cookie = req.cookie
         # Both of our cookies start with cookie_name: one search rules them out.
