@@ -19,15 +19,15 @@ import structlog
 
 from . import config as config_module
 from .control import state as state_module
-from .dataplane.accesslog import AccessFile, AccessLog
 from .control.admin import AdminServer
-from .dataplane.client import ClientConnection
 from .control.controller import Controller
 from .control.events import EventLog
 from .control.health import HealthChecker
-from .dataplane.http11 import verify_strict
 from .control.metrics import render as render_metrics
 from .control.metrics import serve as serve_metrics
+from .dataplane.accesslog import AccessFile, AccessLog
+from .dataplane.client import ClientConnection
+from .dataplane.http11 import verify_strict
 from .dataplane.plane import DataPlane
 from .dataplane.router import table_from
 from .dataplane.sticky import Signer, load_or_create_secret

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .rollout import RUNNING
 from ..dataplane.stats import BOUNDS
+from .rollout import RUNNING
 
 
 def render(controller) -> str:
