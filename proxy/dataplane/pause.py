@@ -20,7 +20,7 @@ from collections import deque
 
 
 class HeldRequests:
-    """One pause: since when, until when, and the connections waiting on it."""
+    """One pause: since when, until when, and the exchanges waiting on it."""
 
     __slots__ = ("since", "until", "held", "wall_since")
 
@@ -28,25 +28,25 @@ class HeldRequests:
         self.since = time.monotonic()
         self.wall_since = time.time()
         self.until = self.since + timeout
-        # Client connections whose current request waits, in arrival order.
+        # The exchanges (exchange.Exchange) that wait, in arrival order.
         self.held: deque = deque()
 
     def __repr__(self) -> str:
         return f"<HeldRequests {len(self.held)} waiting, {self.until - time.monotonic():.1f}s left>"
 
-    def hold(self, client) -> None:
-        self.held.append(client)
+    def hold(self, exchange) -> None:
+        self.held.append(exchange)
 
     def waiting(self) -> int:
-        return sum(1 for c in self.held if c.is_waiting())
+        return sum(1 for e in self.held if e.is_waiting())
 
     def release(self) -> int:
         """Start every held request that is still wanted, oldest first; how many."""
         released = 0
         while self.held:
-            client = self.held.popleft()
-            if client.is_waiting():
-                client.resume_held()
+            exchange = self.held.popleft()
+            if exchange.is_waiting():
+                exchange.resume_held()
                 released += 1
         return released
 

@@ -3,7 +3,7 @@
 A mixin of `client.ClientConnection` (which holds the fields, in its
 `__slots__`): the request protocol apart from the connection's life, as
 response.py is for the upstream side.  A whole request (head and body,
-buffered) is handed to `_ready`, in the order requests arrived.
+buffered) is started (`_start`) or queued, in the order requests arrived.
 """
 
 from __future__ import annotations
