@@ -1,7 +1,8 @@
 """The proxy's lifecycle, in order.
 
 Start: restore state, check every upstream once, open the admin socket,
-listen (sockets from systemd first), notify READY.  Serve until SIGTERM or
+listen (sockets from systemd first) in this process or, with `workers` > 1,
+in N worker processes (workers/supervisor.py), notify READY.  Serve until SIGTERM or
 SIGINT; SIGHUP reloads the config.  Stop: stop accepting, notify STOPPING,
 let in-flight requests finish within `timeouts.drain` while idle keep-alive
 connections are closed, persist, exit 0.
@@ -13,7 +14,6 @@ import asyncio
 import dataclasses
 import os
 import signal
-import socket
 
 import structlog
 
@@ -25,26 +25,19 @@ from .control.events import EventLog
 from .control.health import HealthChecker
 from .control.metrics import render as render_metrics
 from .control.metrics import serve as serve_metrics
-from .dataplane.accesslog import AccessFile, AccessLog
-from .dataplane.client import ClientConnection
 from .dataplane.http11 import verify_strict
 from .dataplane.plane import DataPlane
 from .dataplane.router import table_from
 from .dataplane.sticky import Signer, load_or_create_secret
+from .serving import Serving, access_log_for, bind, every, names
 from .systemd import Notifier, listen_fds
+from .workers.supervisor import Supervisor
 
 # Config keys a running process cannot take: sockets bound at start, files
 # opened at start, the log set up at start.  A reload that changes one keeps
 # the old value in force (and recorded as such) and names it in
 # `restart_needed`.
 RESTART_ONLY = ("listen", "admin", "state_file", "secret_file", "log", "metrics", "workers")
-
-SWEEP_INTERVAL = 0.25
-# While stopping, an idle keep-alive connection is closed once it has been
-# idle this long; one that carries a request meanwhile is answered with
-# `Connection: close` (see DataPlane.close_idle_clients).
-DRAIN_IDLE_GRACE = 1.0
-ACCESS_FLUSH_INTERVAL = 0.2
 
 
 class Server:
@@ -53,11 +46,12 @@ class Server:
         self.log = structlog.get_logger("switchyard")
         self.notifier = Notifier.from_environment()
         self.stopping = asyncio.Event()
-        self.listeners: list[asyncio.AbstractServer] = []
-        if config.log.access and config.log.access_file and access_stream is None:
-            access_stream = AccessFile(config.log.access_file)
-        self.access_file = access_stream if isinstance(access_stream, AccessFile) else None
-        self.access = AccessLog(config.log.format, access_stream) if config.log.access else None
+        self.access_stream = access_stream
+        self.sockets: list = []
+        # Exactly one of these carries the traffic: an in-process data plane
+        # (`workers: 1`), or N worker processes under a supervisor.
+        self.serving: Serving | None = None
+        self.supervisor: Supervisor | None = None
         self.plane: DataPlane | None = None
         self.controller: Controller | None = None
         self.events: EventLog | None = None
@@ -81,31 +75,41 @@ class Server:
         cfg = self.config
         verify_strict()  # refuse to run with a lenient HTTP parser
         _ensure_dir(os.path.dirname(os.path.abspath(cfg.state_file)))
-        signer = Signer(load_or_create_secret(cfg.secret_file))
-        self.plane = DataPlane(loop, cfg, table_from(cfg.weights), signer, self.log, self.access)
+        secret = load_or_create_secret(cfg.secret_file)
+        table = table_from(cfg.weights)
         self.events = EventLog(self.log)
+        if cfg.workers > 1:
+            self.supervisor = Supervisor(loop, cfg, table, secret, self.log, self.events)
+            self.plane = self.supervisor.plane
+        else:
+            access, access_file = access_log_for(cfg, self.access_stream)
+            self.plane = DataPlane(loop, cfg, table, Signer(secret), self.log, access)
+            self.serving = Serving(self.plane, access, access_file, self.log)
         self.controller = Controller(self.plane, cfg.state_file, self.events)
         self._restore()
         self.health = HealthChecker(self.plane, self.log, self.events)
         self.plane.on_passive_failure = self.health.passive_failure
         self.health.sync()
         await self.health.check_all_once()
+        settle = self.supervisor.sync if self.supervisor is not None else None
         self.admin = AdminServer(self.controller, cfg, self.log, self.reload,
                                  metrics=lambda: render_metrics(self.controller),
-                                 events=self.events)
+                                 events=self.events, settle=settle)
         await self.admin.start()
-        self.metrics = await serve_metrics(cfg.metrics.listen, lambda: render_metrics(self.controller))
-        await self._listen(loop)
+        self.metrics = await serve_metrics(cfg.metrics.listen,
+                                           lambda: render_metrics(self.controller), settle)
+        self.sockets = listen_fds() or bind(cfg.listen)
+        if self.supervisor is not None:
+            await self.supervisor.start(self.sockets)
+        else:
+            await self.serving.listen(self.sockets)
+            self.serving.start_timers()
         self._install_signals(loop)
-        self._timers = [loop.create_task(self._every(SWEEP_INTERVAL, self.plane.sweep))]
-        if self.access is not None:
-            self._timers.append(loop.create_task(self._every(ACCESS_FLUSH_INTERVAL,
-                                                             self.access.flush)))
         interval = self.notifier.watchdog_interval()
         if interval:
-            self._timers.append(loop.create_task(self._every(interval, self.notifier.watchdog)))
+            self._timers.append(loop.create_task(every(interval, self.notifier.watchdog)))
         self.notifier.ready(f"serving, generation {self.plane.table.generation}")
-        self.log.info("server_started", listen=[n for s in self.listeners for n in _sockname(s)],
+        self.log.info("server_started", listen=names(self.sockets), workers=cfg.workers,
                       admin=cfg.admin.socket, generation=self.plane.table.generation,
                       weights=dict(self.plane.table.weights), pid=os.getpid())
 
@@ -120,22 +124,6 @@ class Server:
         else:
             self.controller.persist()
 
-    async def _listen(self, loop) -> None:
-        factory = lambda: ClientConnection(self.plane)  # noqa: E731
-        inherited = listen_fds()
-        if inherited:
-            for sock in inherited:
-                self.listeners.append(await loop.create_server(factory, sock=sock, backlog=4096))
-            return
-        for addr in self.config.listen:
-            if addr.kind == "unix":
-                sock = _bind_unix(addr.path)
-                self.listeners.append(await loop.create_unix_server(factory, sock=sock,
-                                                                    backlog=4096))
-            else:
-                self.listeners.append(await loop.create_server(
-                    factory, addr.host, addr.port, reuse_address=True, backlog=4096))
-
     def _install_signals(self, loop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
@@ -143,22 +131,11 @@ class Server:
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_access_log)
 
     def _reopen_access_log(self) -> None:
-        """SIGUSR1 (logrotate's postrotate): write to a new file at the same path."""
-        if self.access_file is None:
-            return
-        self.access.flush()
-        try:
-            self.access_file.reopen()
-        except OSError as exc:
-            self.log.error("access_log_reopen_failed", path=self.access_file.path, detail=str(exc))
-            return
-        self.log.info("access_log_reopened", path=self.access_file.path)
-
-    @staticmethod
-    async def _every(interval: float, action) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            action()
+        """SIGUSR1 (logrotate's postrotate): every data plane reopens its access file."""
+        if self.supervisor is not None:
+            self.supervisor.broadcast("reopen")
+        else:
+            self.serving.reopen_access_log()
 
     # -- reload --------------------------------------------------------------------
 
@@ -208,13 +185,16 @@ class Server:
         plane = self.plane
         self.log.info("server_stopping", inflight=plane.inflight() if plane else 0)
         self.notifier.stopping()
-        for listener in self.listeners:
-            listener.close()
+        if self.serving is not None:
+            self.serving.stop_accepting()
+        if plane is not None:
+            plane.draining = True  # nothing new may start: no pause, say status and the workers
         if self.controller is not None:
             self.controller.stopping()
-        if plane is not None:
-            plane.draining = True
-            await self._drain(plane)
+        if self.supervisor is not None:
+            await self.supervisor.stop(self.config.timeouts.drain)
+        elif self.serving is not None:
+            await self.serving.drain(self.config.timeouts.drain)
         for task in self._timers:
             task.cancel()
         if self.controller is not None:
@@ -230,45 +210,14 @@ class Server:
                 self.controller.persist()
             except state_module.StateError as exc:
                 self.log.error("state_save_failed", detail=str(exc))
-        if self.access is not None:
-            self.access.flush()
-        if self.access_file is not None:
-            self.access_file.close()
+        if self.serving is not None:
+            self.serving.close()
         self.log.info("server_stopped")
         self.notifier.close()
-
-    async def _drain(self, plane: DataPlane) -> None:
-        """Finish in-flight requests within timeouts.drain; close idle connections."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.timeouts.drain
-        while plane.close_idle_clients(DRAIN_IDLE_GRACE) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        for client in list(plane.clients):
-            if client.transport is not None:
-                client.transport.abort()
-        for pool in plane.pools.values():
-            for up in pool.upstreams:
-                up.close_idle()
 
 
 def _ensure_dir(path: str) -> None:
     os.makedirs(path, mode=0o700, exist_ok=True)
-
-
-def _bind_unix(path: str) -> socket.socket:
-    if os.path.exists(path):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    return sock
-
-
-def _sockname(server) -> list[str]:
-    names = []
-    for sock in server.sockets or ():
-        name = sock.getsockname()
-        names.append(f"{name[0]}:{name[1]}" if isinstance(name, tuple) else f"unix:{name}")
-    return names
 
 
 def serve(config: config_module.Config) -> int:

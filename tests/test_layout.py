@@ -11,7 +11,7 @@ import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "proxy"
 LAYERS = {"config": 0, "commands": 0, "dataplane": 1, "control": 2, "server": 3,
-          "systemd": 3, "cli": 4}
+          "serving": 3, "systemd": 3, "workers": 3, "cli": 4}
 MAX_LINES = 300
 
 

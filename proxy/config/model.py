@@ -121,5 +121,5 @@ class Config:
     log: LogConfig
     rollout: RolloutConfig
     metrics: MetricsConfig
-    workers: int  # data-plane processes: 1 (the only value this release accepts)
+    workers: int  # data-plane processes (>= 1); more than 1 runs them under a supervisor
     source: str

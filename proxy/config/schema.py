@@ -173,13 +173,11 @@ def _network(value: Any) -> str:
 
 
 def _workers(value: Any) -> int:
-    count = len(os.sched_getaffinity(0)) if value == "auto" else _integer(1)(value)
-    if count != 1:
-        # Said, not ignored: a proxy that quietly ran one process would be the
-        # ceiling of the server without anyone knowing.
-        raise ValueError(f"{value!r} means {count} data-plane processes; this release runs "
-                         "exactly one (workers: 1)")
-    return count
+    if value == "auto":
+        # One per CPU this process may run on (its affinity mask, which a
+        # systemd CPUAffinity= or taskset narrows), not every CPU of the host.
+        return len(os.sched_getaffinity(0))
+    return _integer(1)(value)
 
 
 def _no_cluster(reader: Reader, node: Node, key: str) -> None:

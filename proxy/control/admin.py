@@ -36,13 +36,17 @@ PEER_KEY = web.AppKey("peer", object)
 
 class AdminServer:
     def __init__(self, controller: Controller, config, log, reload: Callable[[], Awaitable[dict]],
-                 metrics: Callable[[], str] | None = None, events: Callable[[], list] | None = None) -> None:
+                 metrics: Callable[[], str] | None = None, events: Callable[[], list] | None = None,
+                 settle: Callable[[], Awaitable[None]] | None = None) -> None:
         self.controller = controller
         self.config = config
         self.log = log
         self.reload = reload
         self.metrics = metrics
         self.events = events
+        # With worker processes: returns once every worker has applied every
+        # change so far, with their counters summed (workers/supervisor.py).
+        self.settle = settle
         self.runner: web.AppRunner | None = None
         self.server = None
 
@@ -97,7 +101,13 @@ class AdminServer:
             return _error(403, "this uid may not use the admin socket")
         request[PEER_KEY] = peer
         try:
-            return await handler(request)
+            if self.settle is not None and request.method == "GET":
+                await self.settle()  # what status and metrics show is the workers' now
+            response = await handler(request)
+            if self.settle is not None and request.method != "GET":
+                # A change is answered once every worker routes by it (SPEC §2.4).
+                await self.settle()
+            return response
         except CommandError as exc:
             return _error(exc.status, str(exc))
         except StateError as exc:

@@ -40,11 +40,13 @@ class DrainDeadlines:
             return  # it has traffic again: nothing to cut
         if pool not in self.plane.pools:
             return  # a reload removed it since
-        cut = self.plane.cut(pool, address or None)
-        self.plane.pools[pool].drain_cut += cut
+        self.plane.loop.create_task(self._cut(pool, address or None))
+
+    async def _cut(self, pool: str, address: str | None) -> None:
+        cut = await self.plane.cut_everywhere(pool, address)
         if cut:
             self.events.emit("drain_deadline", level="warning", pool=pool,
-                             upstream=address or None, cut=cut)
+                             upstream=address, cut=cut)
 
     def close(self) -> None:
         for handle in self._handles.values():

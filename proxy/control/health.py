@@ -106,7 +106,6 @@ class HealthChecker:
             self._changed(up, state, cause, "connect failures")
 
     def _changed(self, up, state: HealthState, cause: str, detail: str) -> None:
-        up.passive_failures = 0
         self.plane.set_health(up, state.healthy)
         fields = dict(pool=up.pool, upstream=str(up.address), healthy=state.healthy,
                       cause=cause, detail=detail)

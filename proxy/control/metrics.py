@@ -19,6 +19,7 @@ def render(controller) -> str:
     _latency(out, plane)
     _upstreams(out, plane)
     _routing(out, controller)
+    _workers(out, plane)
     return "\n".join(out) + "\n"
 
 
@@ -41,9 +42,9 @@ def _requests(out: list[str], plane) -> None:
     for name, pool in plane.pools.items():
         out.append(f'switchyard_inflight_requests{{pool="{name}"}} {pool.inflight}')
     _family(out, "switchyard_client_connections", "gauge", "Open client connections.")
-    out.append(f"switchyard_client_connections {len(plane.clients)}")
+    out.append(f"switchyard_client_connections {plane.client_count()}")
     _family(out, "switchyard_websockets", "gauge", "Open WebSocket tunnels.")
-    out.append(f"switchyard_websockets {len(plane.tunnels)}")
+    out.append(f"switchyard_websockets {plane.tunnel_count()}")
     _family(out, "switchyard_paused", "gauge", "1 while `switchyard pause` holds new requests.")
     out.append(f"switchyard_paused {int(plane.pause is not None)}")
     _family(out, "switchyard_held_requests", "gauge", "Requests waiting for the pause to end.")
@@ -100,6 +101,17 @@ def _routing(out: list[str], controller) -> None:
     out.append(f"switchyard_rollout_percent {r.percent if running else 0}")
 
 
+def _workers(out: list[str], plane) -> None:
+    workers = plane.workers_view()
+    if workers is None:
+        return
+    _family(out, "switchyard_workers", "gauge", "Data-plane processes serving now.")
+    out.append(f"switchyard_workers {len(workers)}")
+    _family(out, "switchyard_worker_restarts_total", "counter",
+            "Worker processes that exited and were started again.")
+    out.append(f"switchyard_worker_restarts_total {sum(w['restarts'] for w in workers)}")
+
+
 def _per_upstream(out: list[str], plane, name: str, help_text: str, value) -> None:
     _family(out, name, "counter", help_text)
     for pool_name, pool in plane.pools.items():
@@ -107,7 +119,7 @@ def _per_upstream(out: list[str], plane, name: str, help_text: str, value) -> No
             out.append(f'{name}{{pool="{pool_name}",upstream="{up.label}"}} {value(up)}')
 
 
-async def serve(address, render) -> web.AppRunner | None:
+async def serve(address, render, settle=None) -> web.AppRunner | None:
     """`metrics.listen`: GET /metrics over TCP for Prometheus, and nothing else.
 
     Read-only by construction: the only route renders text; every change of
@@ -117,6 +129,8 @@ async def serve(address, render) -> web.AppRunner | None:
         return None
 
     async def metrics(request: web.Request) -> web.Response:
+        if settle is not None:
+            await settle()  # the workers' counters, summed now
         return web.Response(text=render(), content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"})
 

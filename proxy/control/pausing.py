@@ -11,7 +11,6 @@ import asyncio
 import time
 
 from ..commands import ConflictError, Pause
-from ..dataplane.pause import HeldRequests
 from .progressive import internal
 
 
@@ -29,11 +28,7 @@ class Pauses:
         if self.plane.draining:
             raise ConflictError("the proxy is stopping: nothing to pause")
         timeout = self.plane.config.timeouts.pause if cmd.timeout is None else cmd.timeout
-        held = self.plane.pause
-        if held is None:
-            held = self.plane.pause = HeldRequests(timeout)
-        else:
-            held.until = time.monotonic() + timeout
+        held = self.plane.start_pause(timeout)
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self.plane.loop.call_later(timeout, self._expired)
@@ -44,11 +39,10 @@ class Pauses:
         held = self.plane.pause
         if held is None:
             return
-        self.plane.pause = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        released = held.release()
+        released = self.plane.end_pause()
         self.events.emit("resumed", reason=reason, released=released,
                          paused_for=round(time.monotonic() - held.since, 1), **caller)
 

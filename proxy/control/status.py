@@ -22,6 +22,7 @@ def state_view(plane: DataPlane, rollout) -> dict:
         "rollout": None if rollout is None else rollout.to_json(time.time()),
         "draining": plane.draining,
         "pause": None if plane.pause is None else plane.pause.to_json(),
+        **({} if (workers := plane.workers_view()) is None else {"workers": workers}),
     }
 
 
@@ -30,7 +31,7 @@ def pools_view(plane: DataPlane) -> dict:
     table = plane.table
     pools = {}
     now = time.monotonic()
-    held = in_flight_by_pool(plane)
+    held = plane.holding()
     for name, pool in plane.pools.items():
         pools[name] = {
             "healthy": pool.healthy,
@@ -57,21 +58,3 @@ def pools_view(plane: DataPlane) -> dict:
             # Per-bucket counts (stats.BOUNDS): `top` turns two of these into p50/p99.
             pools[name]["latency"] = list(pool.latency.counts)
     return pools
-
-
-def in_flight_by_pool(plane: DataPlane) -> dict[str, list[tuple[str, float, bytes, bytes]]]:
-    """Exchanges in flight per pool, oldest first: (kind, started, method, target)."""
-    out: dict[str, list] = {}
-    for client in plane.clients:
-        exchange = client.current
-        up = exchange.holds() if exchange is not None else None
-        if up is not None:
-            req = exchange.request
-            out.setdefault(up.pool, []).append(("http", req.started, req.method, req.target))
-    for tunnel in plane.tunnels:
-        req = tunnel.req
-        out.setdefault(tunnel.pool.name, []).append(
-            ("websocket", req.started, req.method, req.target))
-    for items in out.values():
-        items.sort(key=lambda item: item[1])
-    return out

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .forwarding import Forwarding
+from .pause import HeldRequests
 from .pool import Pool
 from .reading import DEADLINES
 from .router import Choice, RoutingTable, choose_pool
@@ -138,6 +139,7 @@ class DataPlane:
     def set_health(self, upstream: Upstream, healthy: bool) -> None:
         """The health checker's verdict on `upstream` (control/health.py decides)."""
         upstream.healthy = healthy
+        upstream.passive_failures = 0  # a verdict starts the count of refusals anew
         self._refresh_health()
 
     def _refresh_health(self) -> None:
@@ -147,6 +149,22 @@ class DataPlane:
     def _upstream_changed(self, upstream: Upstream, cause: str) -> None:
         if self.on_passive_failure is not None:
             self.on_passive_failure(upstream, cause)
+
+    # -- pause (control/pausing.py decides when) -----------------------------------
+
+    def start_pause(self, timeout: float) -> HeldRequests:
+        """Hold new requests for `timeout` seconds; a pause already on keeps what it
+        holds and gets the new deadline."""
+        if self.pause is None:
+            self.pause = HeldRequests(timeout)
+        else:
+            self.pause.until = time.monotonic() + timeout
+        return self.pause
+
+    def end_pause(self) -> int:
+        """Let the held requests through, oldest first; how many went."""
+        held, self.pause = self.pause, None
+        return held.release() if held is not None else 0
 
     # -- per request ---------------------------------------------------------------
 
@@ -204,6 +222,34 @@ class DataPlane:
     def inflight(self) -> int:
         return sum(1 for c in self.clients if c.current is not None)
 
+    def client_count(self) -> int:
+        return len(self.clients)
+
+    def tunnel_count(self) -> int:
+        return len(self.tunnels)
+
+    def workers_view(self) -> list[dict] | None:
+        """The data-plane processes, for `status`: None when this one is the only one."""
+        return None
+
+    def holding(self) -> dict[str, list[tuple[str, float, bytes, bytes]]]:
+        """Exchanges and tunnels in flight per pool, oldest first:
+        (kind, started, method, target); what keeps a drain waiting."""
+        out: dict[str, list] = {}
+        for client in self.clients:
+            exchange = client.current
+            up = exchange.holds() if exchange is not None else None
+            if up is not None:
+                req = exchange.request
+                out.setdefault(up.pool, []).append(("http", req.started, req.method, req.target))
+        for tunnel in self.tunnels:
+            req = tunnel.req
+            out.setdefault(tunnel.pool.name, []).append(
+                ("websocket", req.started, req.method, req.target))
+        for items in out.values():
+            items.sort(key=lambda item: item[1])
+        return out
+
     def evict_idle(self) -> bool:
         """Close the longest-idle client connection; False when none is idle."""
         while self.idle:
@@ -232,7 +278,8 @@ class DataPlane:
 
     def cut(self, pool: str, address: str | None = None) -> int:
         """End every exchange and tunnel still open to `pool` (or to its upstream
-        `address`): a drain's deadline.  Returns how many."""
+        `address`): a drain's deadline.  Returns how many, and counts them in the
+        pool's `drain_cut`."""
         def held(up) -> bool:
             return up is not None and up.pool == pool and (address is None or up.label == address)
 
@@ -244,4 +291,10 @@ class DataPlane:
         for tunnel in [t for t in self.tunnels if held(t.upstream)]:
             tunnel.close(error="drain_cut")
             cut += 1
+        if pool in self.pools:
+            self.pools[pool].drain_cut += cut
         return cut
+
+    async def cut_everywhere(self, pool: str, address: str | None = None) -> int:
+        """`cut` on every data plane there is: this one (workers/fleet.py has N)."""
+        return self.cut(pool, address)
