@@ -95,8 +95,13 @@ class Serving:
         plane = self.plane
         plane.draining = True
         deadline = time.monotonic() + seconds
-        while plane.close_idle_clients(DRAIN_IDLE_GRACE) and time.monotonic() < deadline:
+        while True:
+            # Sleep first: a connection accepted just before the listeners closed
+            # is made (connection_made) on a later turn of the loop, and a drain
+            # that counted no client before then would leave it unanswered.
             await asyncio.sleep(0.05)
+            if not plane.close_idle_clients(DRAIN_IDLE_GRACE) or time.monotonic() >= deadline:
+                break
         for client in list(plane.clients):
             if client.transport is not None:
                 client.transport.abort()

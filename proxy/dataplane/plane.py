@@ -80,6 +80,7 @@ class DataPlane:
         self.forwarding.configure(config)
         self.pools = {name: self._pool(pc) for name, pc in config.pools.items()}
         self._apply_disabled()  # new Upstream objects start enabled
+        self._mint_cookies()  # the cookie's name or max_age may be new
 
     def _pool(self, pc) -> Pool:
         old = self.pools.get(pc.name)
@@ -111,10 +112,14 @@ class DataPlane:
 
     def set_table(self, table: RoutingTable) -> None:
         self.table = table
-        self._cookie_lines = {
-            pool: self._cookie_line(pool, table.epoch(pool)) for pool in table.weights
-        }
+        self._mint_cookies()
         self._apply_disabled()
+
+    def _mint_cookies(self) -> None:
+        """The Set-Cookie line of each pool, made once per table or config."""
+        table = self.table
+        self._cookie_lines = {pool: self._cookie_line(pool, table.epoch(pool))
+                              for pool in table.weights}
 
     def _apply_disabled(self) -> None:
         """Mirror the table's disabled upstreams on the Upstream objects (read per pick)."""

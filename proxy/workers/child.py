@@ -20,6 +20,7 @@ import asyncio
 import signal
 import socket
 import sys
+import time
 
 import structlog
 
@@ -40,6 +41,9 @@ class Worker:
         self.serving: Serving | None = None
         self.stopping = asyncio.Event()
         self._hello: asyncio.Future = asyncio.get_running_loop().create_future()
+        # Changes that came behind the hello, before the plane was built: applied
+        # then, in order.
+        self._early: list | None = []
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -57,6 +61,9 @@ class Worker:
             return 0  # told to stop before the hello came
         await self._start(hello)
         self.channel.send(("ack", seq, None, report(self.plane)))
+        early, self._early = self._early, None
+        for message in early:
+            self._apply(message)
         await self.stopping.wait()
         await self._stop()
         return 0
@@ -84,16 +91,26 @@ class Worker:
             return
         self.serving.stop_accepting()
         self.plane.end_pause()  # held requests go on, so that the drain finishes them
+        started = time.monotonic()
+        self.log.info("worker_draining", inflight=self.plane.inflight(),
+                      clients=self.plane.client_count())
         await self.serving.drain(self.plane.config.timeouts.drain)
+        self.log.info("worker_drained", seconds=round(time.monotonic() - started, 3),
+                      clients=self.plane.client_count())
         self.serving.close()
 
     # -- the channel -----------------------------------------------------------------
 
     def _received(self, message) -> None:
+        if message[1] == "hello":
+            self._hello.set_result((message[0], message[2]))
+        elif self._early is not None:
+            self._early.append(message)
+        else:
+            self._apply(message)
+
+    def _apply(self, message) -> None:
         seq, op, args = message
-        if op == "hello":
-            self._hello.set_result((seq, args))
-            return
         result = None
         try:
             result = getattr(self, f"_op_{op}")(*args)
