@@ -32,7 +32,9 @@ def access_log_for(config, stream=None) -> tuple[AccessLog | None, AccessFile | 
         return None, None
     if config.log.access_file and stream is None:
         stream = AccessFile(config.log.access_file)
-    return AccessLog(config.log.format, stream), stream if isinstance(stream, AccessFile) else None
+    # N workers write the same file or stdout: whole lines per write.
+    access = AccessLog(config.log.format, stream, shared=config.workers > 1)
+    return access, stream if isinstance(stream, AccessFile) else None
 
 
 def bind(addresses) -> list[socket.socket]:

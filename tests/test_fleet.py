@@ -119,3 +119,44 @@ def test_a_retired_worker_leaves_its_counts_but_not_its_in_flight():
     totals.retire(7)  # a slot that never reported: nothing to keep
     totals.apply(plane)
     assert pool.requests == 15
+
+
+class Writes:
+    """A text stream that records what each flush would write in one syscall."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.writes.append(self._buffer)
+            self._buffer = ""
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_workers_write_the_access_log_in_whole_lines():
+    """Two workers share stdout (a pipe to journald) or a file: every write is whole
+    lines, each write small enough for a pipe to take at once."""
+    from proxy.dataplane.accesslog import SHARED_WRITE, AccessLog
+
+    req = SimpleNamespace(method=b"GET", target=b"/" + b"x" * 150, request_id=b"id")
+    for shared, most_writes in ((True, None), (False, 1)):
+        out = Writes()
+        log = AccessLog("json", out, shared=shared)
+        for _ in range(300):
+            log.record(req, 200, "blue", "127.0.0.1:9501", 0.001, 10, "127.0.0.1")
+        log.flush()
+        lines = "".join(out.writes).splitlines()
+        assert len(lines) == 300 and all(line.startswith("{") for line in lines)
+        assert all(w.endswith("\n") for w in out.writes)
+        if shared:
+            assert len(out.writes) > 1 and all(len(w) <= SHARED_WRITE + 1 for w in out.writes)
+        else:
+            assert len(out.writes) == most_writes  # one process: one write per batch

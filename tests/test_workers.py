@@ -256,3 +256,56 @@ def test_systemd_restart_under_load_with_two_workers(held):
             print("".join(line for line in log if '"request"' not in line)[-6000:])
     assert result.failures == []
     assert result.by_pool["blue"] == result.ok > 600
+
+
+def test_passive_ejection_seen_by_one_worker_takes_the_upstream_out_of_every_worker(
+        start_proxy, upstreams):
+    """Refused connects are counted where they happen; the worker reports them, the
+    one health checker ejects the upstream, and every worker stops using it."""
+    dead, live = upstreams(), upstreams()
+    proxy = start_proxy([dead.address, live.address], [live.address], extra=WORKERS,
+                        health="{path: /health, interval: 1h, timeout: 1s, eject_after: 2}")
+    conns = connections_on_both(proxy, 6)
+    dead.close()
+    # eject_after counts the refusals one worker met in a row: one worker meets them.
+    one = next(conn for conn, pid in conns if pid == conns[0][1])
+
+    def ejected() -> bool:
+        ups = proxy.status()["pools"]["blue"]["upstreams"]
+        return not next(u for u in ups if u["address"] == dead.address)["healthy"]
+
+    for _ in range(20):
+        assert get(one)[0].status == 200  # sent again on the live one: never read
+        if ejected():
+            break
+    assert ejected()
+    assert proxy.events("upstream_health_changed")[-1]["cause"] == "passive"
+    retried = len(proxy.events("upstream_retry"))
+    for conn, _ in conns:  # both workers: nothing goes to the ejected upstream any more
+        for _ in range(5):
+            assert get(conn)[0].status == 200
+    assert len(proxy.events("upstream_retry")) == retried
+
+
+def test_a_worker_that_cannot_confirm_a_change_is_replaced(start_proxy):
+    """A stopped (hung) worker would keep routing by the old weights: the change is
+    answered within the acknowledgement timeout, and the worker is killed and
+    replaced by one that starts with the new state."""
+    proxy = start_proxy(extra=WORKERS)
+    hung = worker_pids(proxy)[0]
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        proxy.cli("weights", "blue=0", "green=100", check=True)
+        assert time.monotonic() - started < 15
+        unresponsive = wait_for(lambda: proxy.event("worker_unresponsive"), what="the event")
+        assert unresponsive["pid"] == hung
+        wait_for(lambda: proxy.event("worker_started"), what="its replacement")
+    finally:
+        try:
+            os.kill(hung, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert hung not in worker_pids(proxy)
+    for _ in range(20):
+        assert get(open_conn(proxy.port))[0].getheader("X-Pool") == "green"

@@ -22,21 +22,49 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _FLUSH_LINES = 512
 
 
+# With several processes writing one sink (`workers` > 1), each write is whole
+# lines of at most this many characters: a pipe writes up to PIPE_BUF bytes at
+# once, so another process's lines never land in the middle of one of ours.
+SHARED_WRITE = 4000
+
+
 class SafeWriteLogger:
     """A structlog logger that writes each message (a batch of access lines) and
     flushes it; a closed or full log sink must not take requests down."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, shared: bool = False) -> None:
         self._stream = stream
+        self._shared = shared
 
     def msg(self, message: str) -> None:
         try:
+            if self._shared and len(message) >= SHARED_WRITE:
+                for piece in _whole_lines(message, SHARED_WRITE):
+                    self._stream.write(piece)
+                    self._stream.flush()
+                return
             self._stream.write(message + "\n")
             self._stream.flush()
         except (OSError, ValueError):
             pass
 
     info = debug = warning = error = critical = exception = log = msg
+
+
+def _whole_lines(text: str, most: int):
+    """`text` and a final newline, in pieces that end at a newline and are at
+    most `most` characters long (a longer line is a piece of its own)."""
+    start, end = 0, len(text)
+    while start < end:
+        if end - start < most:
+            cut = end
+        else:
+            cut = text.rfind("\n", start, start + most)
+            if cut < 0:  # no newline within reach: this line alone, however long
+                cut = text.find("\n", start + most)
+                cut = end if cut < 0 else cut
+        yield text[start:cut] + "\n"
+        start = cut + 1
 
 
 def _renderer(fmt: str, stream: TextIO):
@@ -164,9 +192,10 @@ class AccessLog:
     about a tenth of a request; once per batch it costs nothing per line.
     """
 
-    def __init__(self, fmt: str = "auto", stream: TextIO | None = None) -> None:
+    def __init__(self, fmt: str = "auto", stream: TextIO | None = None,
+                 shared: bool = False) -> None:
         stream = stream or sys.stdout
-        self.sink = SafeWriteLogger(stream)
+        self.sink = SafeWriteLogger(stream, shared)
         self._pending: list[tuple] = []
         console = fmt == "console" or (fmt == "auto" and stream.isatty())
         processor = _console_lines(structlog.dev.ConsoleRenderer(colors=stream.isatty())) \
