@@ -107,6 +107,8 @@ def test_status_and_metrics_are_the_sums_over_workers(start_proxy):
     text = raw.decode()
     assert f'switchyard_requests_total{{pool="blue",class="2xx"}} {served}' in text
     assert "switchyard_workers 2" in text
+    shown = proxy.cli("status", check=True).stdout
+    assert "WORKER" in shown and all(str(w["pid"]) in shown for w in status["workers"])
     assert f"switchyard_client_connections {len(conns)}" in text
 
 

@@ -51,6 +51,14 @@ def render_status(data: dict) -> str:
             rows.append((name, up["address"], state, str(up["inflight"]),
                          f"{closes} ({up.get('resent', 0)} resent)" if closes else "-"))
     lines += table(rows)
+    if data.get("workers"):
+        lines.append("")
+        rows = [("WORKER", "PID", "IN-FLIGHT", "REQUESTS", "CONNECTIONS", "RESTARTS")]
+        for w in data["workers"]:
+            rows.append((str(w.get("slot", "-")), str(w["pid"]), str(w["inflight"]),
+                         str(w["requests"]), str(w.get("clients", "-")),
+                         str(w.get("restarts", 0))))
+        lines += table(rows)
     if data.get("grace"):
         lines.append("")
         lines.append("grace: " + ", ".join(f"{p} honours cookies for {s}s more"
