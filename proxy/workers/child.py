@@ -111,11 +111,16 @@ class Worker:
 
     def _apply(self, message) -> None:
         seq, op, args = message
-        result = None
         try:
             result = getattr(self, f"_op_{op}")(*args)
-        except Exception as exc:  # a bug here must not stop the traffic; it is said
+        except Exception as exc:
+            # A worker that could not apply a change must not go on routing
+            # without it: it leaves the channel (so the supervisor waits no
+            # longer for it), finishes what it carries and exits, and its
+            # replacement starts with the whole state.
             self.log.error("worker_op_failed", op=op, error=repr(exc))
+            self.channel.close()
+            return
         self.channel.send(("ack", seq, result, report(self.plane)))
 
     def _stop_soon(self) -> None:

@@ -100,6 +100,3 @@ class FleetPlane(DataPlane):
 
     def workers_view(self) -> list[dict]:
         return self.fleet.workers_view()
-
-    def sweep(self) -> None:
-        """Nothing to sweep: each worker sweeps its own connections."""

@@ -52,6 +52,11 @@ class Worker:
             if not future.done():
                 future.set_result(result if pending == seq else None)
 
+    @property
+    def left(self) -> bool:
+        """Its channel has closed: it is stopping or gone, and answers nothing more."""
+        return self.channel.transport is None
+
     def gone(self) -> None:
         self.acknowledged(sys.maxsize, None)
 
@@ -85,9 +90,9 @@ class Supervisor:
         """Every worker finishes what it carries within `seconds`, then exits."""
         self._stopping = True
         self.broadcast("stop")
-        waiting = [w.process.wait() for w in self.workers.values()]
-        _, late = await asyncio.wait([asyncio.ensure_future(w) for w in waiting],
-                                     timeout=seconds + ACK_TIMEOUT)
+        exits = [asyncio.ensure_future(w.process.wait()) for w in self.workers.values()]
+        if exits:
+            await asyncio.wait(exits, timeout=seconds + ACK_TIMEOUT)
         for worker in list(self.workers.values()):
             if worker.process.returncode is None:
                 self.log.error("worker_kill", slot=worker.slot, pid=worker.process.pid,
@@ -110,7 +115,10 @@ class Supervisor:
         def received(message) -> None:
             self._received(worker, message)
 
-        channel = await Channel.over(mine, received, lambda: None)
+        def lost() -> None:
+            worker.gone()  # nothing more will be acknowledged: wait for it no longer
+
+        channel = await Channel.over(mine, received, lost)
         worker = Worker(slot, process, channel)
         self.workers[slot] = worker
         self._task(self._watch(worker))
@@ -183,7 +191,7 @@ class Supervisor:
         """Send `op` to every worker and wait until each has applied it: their results."""
         seq = self.broadcast(op, *args)
         waits = {w: w.waits.setdefault(seq, self.loop.create_future())
-                 for w in self.workers.values()}
+                 for w in self.workers.values() if not w.left}
         if waits:
             await asyncio.wait(waits.values(), timeout=ACK_TIMEOUT)
         for worker, future in waits.items():
