@@ -98,9 +98,13 @@ class Server:
         await self.admin.start()
         self.metrics = await serve_metrics(cfg.metrics.listen,
                                            lambda: render_metrics(self.controller), settle)
-        self.sockets = listen_fds() or bind(cfg.listen)
+        # systemd's sockets are shared by every worker: they are what outlives us
+        # across a restart.  Our own are one SO_REUSEPORT set per worker.
+        inherited = listen_fds()
+        per_worker = [inherited] * cfg.workers if inherited else bind(cfg.listen, cfg.workers)
+        self.sockets = per_worker[0]
         if self.supervisor is not None:
-            await self.supervisor.start(self.sockets)
+            await self.supervisor.start(per_worker)
         else:
             await self.serving.listen(self.sockets)
             self.serving.start_timers()

@@ -37,17 +37,30 @@ def access_log_for(config, stream=None) -> tuple[AccessLog | None, AccessFile | 
     return access, stream if isinstance(stream, AccessFile) else None
 
 
-def bind(addresses) -> list[socket.socket]:
-    """Listening sockets for `listen` (when systemd passed none)."""
-    socks = []
+def bind(addresses, copies: int = 1) -> list[list[socket.socket]]:
+    """Listening sockets for `listen` (when systemd passed none): one set per worker.
+
+    With `copies` > 1 each TCP address gets one SO_REUSEPORT socket per worker,
+    and the kernel spreads new connections evenly over them by their address
+    pair; one socket shared by every worker is accepted from by whichever
+    wakes first, and keep-alive connections arriving together can all land on
+    one (benchmarks/accept_spread.py measures both).  Unix sockets have no
+    such option and are shared."""
+    sets: list[list[socket.socket]] = [[] for _ in range(copies)]
     for addr in addresses:
         if addr.kind == "unix":
-            socks.append(_bind_unix(addr.path))
-        else:
-            socks.extend(_bind_tcp(addr.host, addr.port))
-    for sock in socks:
+            sock = _bind_unix(addr.path)
+            for one in sets:
+                one.append(sock)
+            continue
+        port = addr.port
+        for one in sets:
+            made = _bind_tcp(addr.host, port, reuse_port=copies > 1)
+            port = made[0].getsockname()[1]  # port 0: every copy on the port the first got
+            one.extend(made)
+    for sock in {s for one in sets for s in one}:
         sock.listen(BACKLOG)  # connections queue from now on, before any worker serves
-    return socks
+    return sets
 
 
 class Serving:
@@ -142,7 +155,7 @@ def _bind_unix(path: str) -> socket.socket:
     return sock
 
 
-def _bind_tcp(host: str, port: int) -> list[socket.socket]:
+def _bind_tcp(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
     """What loop.create_server(host, port, reuse_address=True) binds, as sockets
     that can be handed to worker processes."""
     socks = []
@@ -152,6 +165,8 @@ def _bind_tcp(host: str, port: int) -> list[socket.socket]:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(sockaddr)

@@ -79,6 +79,37 @@ def test_two_workers_each_a_child_of_the_main_process(start_proxy):
             assert int(stat.read().rsplit(")", 1)[1].split()[1]) == proxy.proc.pid
 
 
+def test_each_worker_accepts_on_its_own_port_socket_and_connections_spread(start_proxy):
+    """Sockets the proxy binds itself are one SO_REUSEPORT socket per worker: the
+    kernel spreads connections over them, where on one shared socket a burst of
+    keep-alive connections can all land on one worker (benchmarks/accept_spread.py)."""
+    proxy = start_proxy(extra=WORKERS)
+    pids = worker_pids(proxy)
+    listening = {pid: _listening_inodes(pid, proxy.port) for pid in pids}
+    assert all(len(v) == 1 for v in listening.values()) and \
+        listening[pids[0]] != listening[pids[1]]
+    conns = [open_conn(proxy.port) for _ in range(40)]
+    for conn in conns:
+        assert get(conn)[0].status == 200
+    owners = [server_side_owner(conn.sock, proxy.port, pids) for conn in conns]
+    assert min(owners.count(pid) for pid in pids) >= 8, owners  # binomial: < 1e-4 to fail
+
+
+def _listening_inodes(pid: int, port: int) -> set[str]:
+    with open("/proc/net/tcp") as table:
+        listening = {f[9] for f in (line.split() for line in table.readlines()[1:])
+                     if f[3] == "0A" and int(f[1].split(":")[1], 16) == port}
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in listening:
+            held.add(link[8:-1])
+    return held
+
+
 def test_every_keepalive_connection_follows_a_weight_change_on_its_next_request(start_proxy):
     proxy = start_proxy(extra=WORKERS)
     conns = connections_on_both(proxy, 40)

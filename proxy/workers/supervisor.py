@@ -72,7 +72,7 @@ class Supervisor:
         self.restarts: dict[int, int] = {}  # slot -> times its worker was replaced
         self._failures: dict[int, int] = {}  # slot -> quick deaths in a row
         self._seq = 0
-        self._sockets: list[socket.socket] = []
+        self._sockets: list[list[socket.socket]] = []  # per slot: the sockets it accepts on
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
         self.secret = secret  # the workers sign and check cookies with the same key
@@ -80,8 +80,10 @@ class Supervisor:
 
     # -- start, stop -----------------------------------------------------------------
 
-    async def start(self, sockets: list[socket.socket]) -> None:
-        """Start every worker; return once each serves (or raise)."""
+    async def start(self, sockets: list[list[socket.socket]]) -> None:
+        """Start every worker on its listening sockets (`sockets[slot]`, held here
+        for the worker's whole life and its replacement's); return once each
+        serves (or raise)."""
         self._sockets = sockets
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.count)))
         self._task(self._refresh())
@@ -106,9 +108,13 @@ class Supervisor:
         mine, theirs = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p))
+        # On a socket shared by the workers (systemd's), libuv accepts until the
+        # queue is empty, so one worker can take a whole burst of connections;
+        # with this it takes one and lets the others have a go (accept_spread.py).
+        env.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "proxy.workers.child", str(theirs.fileno()),
-            pass_fds=[theirs.fileno(), *(s.fileno() for s in self._sockets)], env=env)
+            pass_fds=[theirs.fileno(), *(s.fileno() for s in self._sockets[slot])], env=env)
         theirs.close()
         worker: Worker | None = None
 
@@ -145,7 +151,7 @@ class Supervisor:
             "health": [(u.pool, u.label, u.healthy) for p in plane.pools.values()
                        for u in p.upstreams],
             "pause": None if pause is None else max(0.0, pause.until - time.monotonic()),
-            "listen": [s.fileno() for s in self._sockets],
+            "listen": [s.fileno() for s in self._sockets[slot]],
         }
 
     async def _watch(self, worker: Worker) -> None:
