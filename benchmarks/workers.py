@@ -272,6 +272,9 @@ def measure_round(target: Target, duration: float, threads: int, connections: in
         "user_us_per_req": (user1 - user0) * per_req,
         "sys_us_per_req": (sys1 - sys0) * per_req,
         "main_us_per_req": (main1 - main0) * per_req,
+        "main_ms_per_s": (main1 - main0) * 1e3 / wall,
+        "nginx_us_per_req": (up1 - up0) * per_req,
+        "wrk_us_per_req": (wrk1 - wrk0) * per_req,
         "budget": cpu_budget(jiffies0, jiffies1, {
             "proxy": tree1 - tree0, "nginx": up1 - up0, "wrk": wrk1 - wrk0}),
         "wall_s": wall,
@@ -285,7 +288,8 @@ def cpu_budget(before: dict, after: dict, known: dict[str, float]) -> dict[str, 
     """Where the machine's CPU went during one run, as % of all its CPUs together.
 
     `rest` is busy time none of the three accounts for: other tenants (the test suite),
-    this harness, and softirq time the kernel charged to no process."""
+    this harness, and (only on kernels with CONFIG_IRQ_TIME_ACCOUNTING) softirq time,
+    which tick-based accounting charges to the process it interrupted."""
     delta = {k: after[k] - before[k] for k in after}
     total = sum(delta.values()) or 1
     pct = {name: 100 * seconds * run.CLK_TCK / total for name, seconds in known.items()}
@@ -379,16 +383,24 @@ def print_ratios(summaries: dict[str, dict], by_name: dict[str, Target]) -> dict
 def print_budget(targets: list[Target]) -> dict:
     keys = ("proxy", "nginx", "wrk", "rest", "idle", "steal")
     print(f"\nWhere the machine's {os.cpu_count()} CPUs went during the runs "
-          f"(median over rounds, % of all CPUs together; rest = other tenants, this harness, "
-          f"softirq charged to no process)")
-    print(f"{'target':<14} " + " ".join(f"{k:>6}" for k in keys))
+          f"(median over rounds, % of all CPUs together; rest = every other process: other tenants, "
+          f"this harness), and the CPU per request of nginx and wrk")
+    print(f"{'target':<14} " + " ".join(f"{k:>6}" for k in keys) + f" {'nginx us/req':>12} {'wrk us/req':>10}")
     out = {}
     for t in targets:
         if not t.rounds:
             continue
         med = {k: statistics.median(r["budget"][k] for r in t.rounds) for k in keys}
+        for k in ("nginx_us_per_req", "wrk_us_per_req"):
+            med[k] = statistics.median(r[k] for r in t.rounds)
         out[t.name] = med
-        print(f"{t.name:<14} " + " ".join(f"{med[k]:6.1f}" for k in keys))
+        print(f"{t.name:<14} " + " ".join(f"{med[k]:6.1f}" for k in keys)
+              + f" {med['nginx_us_per_req']:12.1f} {med['wrk_us_per_req']:10.1f}")
+    for t in targets:
+        if t.name == "switchyard-w2" and t.rounds:
+            ms = statistics.median(r["main_ms_per_s"] for r in t.rounds)
+            print(f"{t.name}: the main process (control plane: health checks, 250 ms reports, "
+                  f"/status) used {ms:.1f} ms of CPU per second of load ({ms / 10:.2f}% of one CPU)")
     return out
 
 
@@ -438,6 +450,31 @@ def print_memory(targets: list[Target]) -> dict:
                           f"[{p['pss_kb'] * run.KIB / 1e6:.1f}]" for p in procs.values())
         total = sum(p["rss_kb"] for p in procs.values()) * run.KIB / 1e6
         print(f"  {t.name:<14} {cells}  (total RSS {total:.1f} MB)")
+    return out
+
+
+def log_lines(t: Target) -> dict:
+    """Lines in the access log (the workers share one stdout, opened for appending) and
+    how many are not whole JSON: two workers' batches must not interleave mid-line."""
+    lines = bad = 0
+    with open(t.access_log, "rb") as log:
+        for line in log:
+            lines += 1
+            try:
+                json.loads(line)
+            except ValueError:
+                bad += 1
+    return {"lines": lines, "not_json": bad}
+
+
+def print_logs(targets: list[Target]) -> dict:
+    out = {}
+    for t in targets:
+        if TARGETS[t.name][0] == "switchyard" and t.access_log and t.access_log.exists():
+            out[t.name] = log_lines(t)
+            served = sum(r["requests"] for r in t.rounds)
+            print(f"{t.name}: access log {out[t.name]['lines']} lines ({out[t.name]['not_json']} not "
+                  f"JSON) for {served} requests in the measured runs (plus warm-up and checks)")
     return out
 
 
@@ -513,13 +550,15 @@ def run_benchmark(args: argparse.Namespace, sup: Supervisor, tmp: Path, nofile: 
     for t in targets:
         print_spread(t)
     mem = print_memory(targets)
+    logs = print_logs(targets)
     return {"settings": {"rounds": args.rounds, "duration_s": args.duration,
                          "wrk": f"-t{args.wrk_threads} -c{args.connections} --latency",
                          "fd_limit": nofile, "weights": run.WEIGHTS,
                          "switchyard_cmd": args.switchyard_cmd},
             "rounds": {t.name: t.rounds for t in targets},
             "failed": {t.name: t.failed for t in targets if t.failed},
-            "summary": summaries, "ratios": rel, "cpu_budget": budget, "memory": mem}
+            "summary": summaries, "ratios": rel, "cpu_budget": budget, "memory": mem,
+            "access_log": logs}
 
 
 def wrk_check(args: argparse.Namespace, sup: Supervisor, tmp: Path, nofile: int) -> dict:
