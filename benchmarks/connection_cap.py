@@ -15,7 +15,6 @@ Everything runs on 127.0.0.1 and stops by itself.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import select

@@ -293,14 +293,16 @@ http {{
 """
 
 
-def haproxy_conf(port: int, blue: int, green: int, maxconn: int, log: bool = True) -> str:
-    # nbthread 1: compare like with like against a single-threaded Python proxy.
+def haproxy_conf(port: int, blue: int, green: int, maxconn: int, log: bool = True,
+                 nbthread: int = 1) -> str:
+    # nbthread 1: compare like with like against a single-threaded Python proxy
+    # (benchmarks/workers.py also runs nbthread 2 against `workers: 2`).
     # Logs go to stdout, which the harness sends to a file, like the other proxies' logs.
     logging = ("  log stdout format raw local0\n", "  log global\n  option httplog\n") if log \
         else ("", "")
     return f"""\
 global
-  nbthread 1
+  nbthread {nbthread}
   maxconn {maxconn}
 {logging[0]}
 defaults
@@ -366,7 +368,8 @@ http {{
 """
 
 
-def switchyard_conf(tmp: Path, port: int, blue: int, green: int) -> str:
+def switchyard_conf(tmp: Path, port: int, blue: int, green: int, workers: int | None = None) -> str:
+    # `workers` is written only when asked for, so run.py still benches trees older than it.
     return f"""\
 listen: ["127.0.0.1:{port}"]
 admin: {{socket: "{tmp}/admin.sock"}}
@@ -377,7 +380,7 @@ pools:
 weights: {{blue: {WEIGHTS['blue']}, green: {WEIGHTS['green']}}}
 health: {{path: /, interval: 1s, timeout: 1s}}
 log: {{access: true, format: json}}
-"""
+""" + (f"workers: {workers}\n" if workers is not None else "")
 
 
 # --------------------------------------------------------------------------- targets
@@ -548,9 +551,10 @@ def parse_wrk(output: str) -> dict:
     }
 
 
-def run_wrk(port: int, duration: float, connections: int = WRK_CONNECTIONS) -> dict:
-    argv = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{duration:g}s", "--latency",
-            f"http://127.0.0.1:{port}/"]
+def run_wrk(port: int, duration: float, connections: int = WRK_CONNECTIONS,
+            threads: int = WRK_THREADS, headers: tuple[str, ...] = ()) -> dict:
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
+            *(arg for h in headers for arg in ("-H", h)), f"http://127.0.0.1:{port}/"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, preexec_fn=_die_with_parent)
     try:
@@ -663,7 +667,8 @@ def summarize(target: Target) -> dict:
     if not ok:
         return {}
     s = {key: statistics.median(r[key] for r in ok)
-         for key in ("rps", "p50_us", "p99_us", "p50_1c_us", "p99_1c_us")}
+         for key in ("rps", "p50_us", "p99_us", "p50_1c_us", "p99_1c_us")
+         if all(key in r for r in ok)}   # workers.py measures no 1-connection run
     if target.proc:
         for key in ("cpu_us_per_req", "user_us_per_req", "sys_us_per_req"):
             s[key] = statistics.median(r[key] for r in ok)
