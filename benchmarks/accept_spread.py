@@ -8,8 +8,12 @@ The mechanism under test is the accept path the switchyard workers use: uvloop's
 
   shared     one listening socket made by this parent and inherited by both processes
              (what `workers: N` does: the main process binds, the workers accept);
+  shared-single  the same, with UV_TCP_SINGLE_ACCEPT=1 in the servers' environment: libuv
+             accepts one connection per wake-up and yields, instead of until the queue is
+             empty (what the workers run with on systemd's shared sockets);
   reuseport  each process binds its own SO_REUSEPORT socket to the same port, and the
-             kernel picks the socket for each new connection by a hash of its addresses.
+             kernel picks the socket for each new connection by a hash of its addresses
+             (what `workers: N` does with the sockets it binds itself).
 
 Each process is a small uvloop + httptools HTTP/1.1 server answering a fixed `200 ok`
 (keep-alive unless the client asks otherwise), counting the connections it accepted and the
@@ -45,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (benchmarks/run.py: wrk, process groups, machine info)
 
 PROCESSES = 2
-MODES = ("shared", "reuseport")
+MODES = ("shared", "shared-single", "reuseport")
 LOADS = {"keep-alive": (), "close": ("Connection: close",)}
 BACKLOG = 4096
 REPLY_TIMEOUT = 5.0   # seconds a server gets to answer "count" or to say "ready"
@@ -139,9 +143,10 @@ def serve(listen_fd: int | None, port: int | None) -> int:
 class Server:
     """One server process, driven over its stdin/stdout."""
 
-    def __init__(self, argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+    def __init__(self, argv: list[str], pass_fds: tuple[int, ...] = (), env=None) -> None:
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, pass_fds=pass_fds, text=True,
+                                     env=env,
                                      start_new_session=True, preexec_fn=run._die_with_parent)
 
     def line(self) -> str:
@@ -174,10 +179,13 @@ def start_mode(mode: str) -> tuple[int, list[Server], socket.socket]:
     servers' own sockets and is never given a connection (only listening sockets are)."""
     me = [sys.executable, str(Path(__file__).resolve()), "--serve"]
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if mode == "shared":
+    if mode.startswith("shared"):
         sock.bind(("127.0.0.1", 0))
         sock.listen(BACKLOG)
-        servers = [Server(me + ["--fd", str(sock.fileno())], pass_fds=(sock.fileno(),))
+        env = {k: v for k, v in os.environ.items() if k != "UV_TCP_SINGLE_ACCEPT"}
+        if mode == "shared-single":
+            env["UV_TCP_SINGLE_ACCEPT"] = "1"
+        servers = [Server(me + ["--fd", str(sock.fileno())], pass_fds=(sock.fileno(),), env=env)
                    for _ in range(PROCESSES)]
     else:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -216,7 +224,7 @@ def fmt_ratio(value: float | None) -> str:
 def print_round(rnd: int, mode: str, load: str, r: dict) -> None:
     cells = "  ".join(f"[{p['connections']:6d} conns {p['requests']:7d} req {p['cpu_s']:5.2f} s cpu]"
                       for p in r["per_process"])
-    print(f"round {rnd} {mode:<9} {load:<10} {r['rps']:8.0f} req/s  {cells}  max/min conns "
+    print(f"round {rnd} {mode:<13} {load:<10} {r['rps']:8.0f} req/s  {cells}  max/min conns "
           f"{fmt_ratio(r['max_min_connections'])} req {fmt_ratio(r['max_min_requests'])}"
           + (f"  ERRORS {r['errors']}" if r["errors"] else ""), flush=True)
 
@@ -224,7 +232,7 @@ def print_round(rnd: int, mode: str, load: str, r: dict) -> None:
 def print_summary(results: dict) -> dict:
     print("\nSummary (median over rounds of the max/min ratio; 1.00 = even; inf = a process got none;"
           " shares = % of all rounds together)")
-    print(f"{'mode':<10} {'load':<11} {'req/s':>8} {'conns max/min':>13} {'req max/min':>11}  "
+    print(f"{'mode':<14} {'load':<11} {'req/s':>8} {'conns max/min':>13} {'req max/min':>11}  "
           f"{'conn shares':>13}  {'req shares':>13}")
     out = {}
     for (mode, load), rounds in results.items():
@@ -239,7 +247,7 @@ def print_summary(results: dict) -> dict:
                "max_min_requests": med("max_min_requests"),
                "connection_shares": share(conns), "request_shares": share(reqs)}
         out[f"{mode}/{load}"] = row
-        print(f"{mode:<10} {load:<11} {row['rps']:8.0f} {row['max_min_connections']:13.2f} "
+        print(f"{mode:<14} {load:<11} {row['rps']:8.0f} {row['max_min_connections']:13.2f} "
               f"{row['max_min_requests']:11.2f}  {row['connection_shares']:>13}  "
               f"{row['request_shares']:>13}")
     return out

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .forwarding import Forwarding
+from .inflight import in_flight
 from .pause import HeldRequests
 from .pool import Pool
 from .reading import DEADLINES
@@ -238,22 +239,8 @@ class DataPlane:
         return None
 
     def holding(self) -> dict[str, list[tuple[str, float, bytes, bytes]]]:
-        """Exchanges and tunnels in flight per pool, oldest first:
-        (kind, started, method, target); what keeps a drain waiting."""
-        out: dict[str, list] = {}
-        for client in self.clients:
-            exchange = client.current
-            up = exchange.holds() if exchange is not None else None
-            if up is not None:
-                req = exchange.request
-                out.setdefault(up.pool, []).append(("http", req.started, req.method, req.target))
-        for tunnel in self.tunnels:
-            req = tunnel.req
-            out.setdefault(tunnel.pool.name, []).append(
-                ("websocket", req.started, req.method, req.target))
-        for items in out.values():
-            items.sort(key=lambda item: item[1])
-        return out
+        """What is in flight per pool, oldest first: what keeps a drain waiting."""
+        return in_flight(self.clients, self.tunnels)
 
     def evict_idle(self) -> bool:
         """Close the longest-idle client connection; False when none is idle."""
