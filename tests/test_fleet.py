@@ -160,3 +160,35 @@ def test_workers_write_the_access_log_in_whole_lines():
             assert len(out.writes) > 1 and all(len(w) <= SHARED_WRITE + 1 for w in out.writes)
         else:
             assert len(out.writes) == most_writes  # one process: one write per batch
+
+
+def test_a_worker_that_cannot_apply_a_change_leaves_the_channel_unacknowledged():
+    """It must not go on routing without the change: it closes its end (the
+    supervisor stops waiting for it, and replaces it once it has drained)."""
+    import asyncio
+
+    from proxy.workers.child import Worker
+
+    class Plane:
+        def set_table(self, table):
+            raise RuntimeError("a table this worker cannot take")
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: list = []
+            self.closed = False
+
+        def send(self, value) -> None:
+            self.sent.append(value)
+
+        def close(self) -> None:
+            self.closed = True
+
+    async def scenario():
+        worker = Worker(channel_fd=-1)
+        worker.plane, worker.channel, worker._early = Plane(), Recorder(), None
+        worker._received((7, "table", (object(),)))
+        return worker.channel
+
+    channel = asyncio.run(scenario())
+    assert channel.closed and channel.sent == []

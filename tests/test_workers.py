@@ -77,6 +77,9 @@ def test_two_workers_each_a_child_of_the_main_process(start_proxy):
     for w in workers:
         with open(f"/proc/{w['pid']}/stat") as stat:
             assert int(stat.read().rsplit(")", 1)[1].split()[1]) == proxy.proc.pid
+        with open(f"/proc/{w['pid']}/environ", "rb") as environ:
+            # libuv's one-accept-per-wake-up, for sockets shared by the workers
+            assert b"UV_TCP_SINGLE_ACCEPT=1" in environ.read().split(b"\0")
 
 
 def test_each_worker_accepts_on_its_own_port_socket_and_connections_spread(start_proxy):
