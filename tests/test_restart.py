@@ -20,19 +20,25 @@ from .support import Activated, Notifications, ProxyProcess, listening_socket, o
 
 
 @pytest.fixture
-def held(tmp_path, pools):
-    """The listening socket, held by the test as systemd's .socket unit would."""
+def held(tmp_path, pools, request):
+    """The listening socket, held by the test as systemd's .socket unit would
+    (parametrized indirectly: the number of `workers`, 1 unless said)."""
     blue, green = pools
     listener = listening_socket()
+    workers = getattr(request, "param", 1)
     cfg = ProxyProcess(tmp_path, {"blue": [blue.address], "green": [green.address]},
-                       {"blue": 100, "green": 0})  # writes the config; never started itself
+                       {"blue": 100, "green": 0},  # writes the config; never started itself
+                       extra=f"workers: {workers}\n")
     notify = Notifications(os.path.join(os.path.dirname(cfg.admin), "notify.sock"))
     yield listener, cfg, notify
     notify.close()
     listener.close()
 
 
+@pytest.mark.parametrize("held", [1, 2], indirect=True, ids=["workers-1", "workers-2"])
 def test_proxy_restarts_under_load_without_failing_a_request(held):
+    """With two workers too: the held socket passes from the old main process's
+    workers to the new one's."""
     listener, cfg, notify = held
     port = listener.getsockname()[1]
     proxy = Activated(cfg.config_path, listener, notify.path)

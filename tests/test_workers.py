@@ -15,14 +15,9 @@ import time
 
 import pytest
 
-from .loadclient import LoadClient
 from .support import (
-    Activated,
-    Notifications,
-    ProxyProcess,
     admin,
     get,
-    listening_socket,
     open_conn,
     wait_for,
 )
@@ -254,44 +249,6 @@ def test_reload_reaches_every_worker(start_proxy, workers):
     for conn, pid in conns:
         resp, _ = get(conn)
         assert "reloaded_pool=" in (resp.getheader("Set-Cookie") or ""), f"worker {pid}"
-
-
-@pytest.fixture
-def held(tmp_path, pools):
-    blue, green = pools
-    listener = listening_socket()
-    cfg = ProxyProcess(tmp_path, {"blue": [blue.address], "green": [green.address]},
-                       {"blue": 100, "green": 0}, extra=WORKERS)
-    notify = Notifications(os.path.join(os.path.dirname(cfg.admin), "notify.sock"))
-    yield listener, cfg, notify
-    notify.close()
-    listener.close()
-
-
-def test_systemd_restart_under_load_with_two_workers(held):
-    """The restart path of test_restart.py, with workers: the held socket passes
-    from the old main process's workers to the new one's; nothing fails."""
-    listener, cfg, notify = held
-    port = listener.getsockname()[1]
-    proxy = Activated(cfg.config_path, listener, notify.path)
-    notify.wait("READY=1")
-    with LoadClient(port, connections=8, duration=90) as load:
-        wait_for(lambda: load.result().ok > 200, what="traffic before the first restart")
-        for restart in range(2):
-            notify.messages.clear()
-            assert proxy.stop() == 0
-            notify.wait("STOPPING=1")
-            proxy = Activated(cfg.config_path, listener, notify.path)
-            notify.wait("READY=1")
-            before = load.result().ok
-            wait_for(lambda: load.result().ok > before + 200, what=f"traffic after restart {restart}")
-        result = load.stop()
-    assert proxy.stop() == 0
-    if result.failures:
-        with open(cfg.config_path + ".log") as log:
-            print("".join(line for line in log if '"request"' not in line)[-6000:])
-    assert result.failures == []
-    assert result.by_pool["blue"] == result.ok > 600
 
 
 def test_passive_ejection_seen_by_one_worker_takes_the_upstream_out_of_every_worker(
