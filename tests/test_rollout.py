@@ -52,16 +52,24 @@ class Traffic:
 
 
 @pytest.fixture
-def setup(upstreams, start_proxy):
+def setup(upstreams, start_proxy, request):
+    """Blue and green recording upstreams behind a proxy (parametrized indirectly:
+    the number of `workers`, 1 unless said; with more, the main process carries no
+    traffic and judges a rollout on the counters its workers report)."""
     blue = upstreams(respond=answering("blue"))
     green = upstreams(respond=answering("green"))
-    return start_proxy([blue.address], [green.address]), blue, green
+    extra = f"workers: {getattr(request, 'param', 1)}\n"
+    return start_proxy([blue.address], [green.address], extra=extra), blue, green
+
+
+WORKERS = pytest.mark.parametrize("setup", [1, 2], indirect=True, ids=["workers-1", "workers-2"])
 
 
 def rollout(proxy) -> dict | None:
     return proxy.status()["rollout"]
 
 
+@WORKERS
 def test_failing_green_is_rolled_back_automatically_with_the_reason(setup):
     proxy, blue, green = setup
     green.respond = answering("green", status=500)
@@ -85,6 +93,7 @@ def test_failing_green_is_rolled_back_automatically_with_the_reason(setup):
     assert "rollout_started" in names and "rollout_rolled_back" in names and "rolled_back" in names
 
 
+@WORKERS
 def test_healthy_green_completes_every_step(setup):
     proxy, blue, green = setup
     traffic = Traffic(proxy.port)
