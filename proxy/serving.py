@@ -54,6 +54,8 @@ def bind(addresses, copies: int = 1) -> list[list[socket.socket]]:
                 one.append(sock)
             continue
         port = addr.port
+        if copies > 1 and port:
+            _refuse_if_taken(addr.host, port)
         for one in sets:
             made = _bind_tcp(addr.host, port, reuse_port=copies > 1)
             port = made[0].getsockname()[1]  # port 0: every copy on the port the first got
@@ -153,6 +155,17 @@ def _bind_unix(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
     return sock
+
+
+def _refuse_if_taken(host: str, port: int) -> None:
+    """Raise EADDRINUSE when something listens on host:port already.
+
+    SO_REUSEPORT would otherwise let us join the sockets of any process of the
+    same user on that port, say a switchyard already running, and the two
+    would split the traffic, each routing by its own state, without a word.
+    A socket bound without it fails the way a single process would."""
+    for sock in _bind_tcp(host, port):
+        sock.close()
 
 
 def _bind_tcp(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from .support import (
+    ProxyProcess,
     admin,
     get,
     open_conn,
@@ -302,3 +303,23 @@ def test_a_worker_that_cannot_confirm_a_change_is_replaced(start_proxy):
     assert hung not in worker_pids(proxy)
     for _ in range(20):
         assert get(open_conn(proxy.port))[0].getheader("X-Pool") == "green"
+
+
+def test_a_second_proxy_on_the_same_port_is_refused_not_joined(start_proxy, tmp_path):
+    """SO_REUSEPORT would let a second switchyard of the same user join the first's
+    sockets and silently take half its traffic: it fails as a single process would."""
+    from .support import free_port
+
+    port = free_port()
+    first = start_proxy(extra=WORKERS, listen=f"127.0.0.1:{port}")
+    (tmp_path / "second").mkdir()
+    second = ProxyProcess(tmp_path / "second", {"blue": ["127.0.0.1:1"], "green": ["127.0.0.1:1"]},
+                          {"blue": 100, "green": 0}, extra=WORKERS, listen=f"127.0.0.1:{port}")
+    second.start(wait=False)
+    try:
+        assert second.proc.wait(timeout=30) != 0
+    finally:
+        second.kill()
+    said = " ".join(line.get("text", "") for line in second.lines)
+    assert "Address already in use" in said, said
+    assert first.status()["workers"] and get(open_conn(first.port))[0].status == 200
