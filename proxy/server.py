@@ -3,7 +3,8 @@
 Start: restore state, check every upstream once, open the admin socket,
 listen (sockets from systemd first) in this process or, with `workers` > 1,
 in N worker processes (workers/supervisor.py), notify READY.  Serve until SIGTERM or
-SIGINT; SIGHUP reloads the config.  Stop: stop accepting, notify STOPPING,
+SIGINT; SIGHUP reloads the config.  Stop: stop accepting (with workers: tell
+them, and close our copies of the sockets), notify STOPPING,
 let in-flight requests finish within `timeouts.drain` while idle keep-alive
 connections are closed, persist, exit 0.
 """

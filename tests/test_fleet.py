@@ -162,12 +162,21 @@ def test_workers_write_the_access_log_in_whole_lines():
             assert len(out.writes) == most_writes  # one process: one write per batch
 
 
-def test_a_worker_that_cannot_apply_a_change_leaves_the_channel_unacknowledged():
-    """It must not go on routing without the change: it closes its end (the
-    supervisor stops waiting for it, and replaces it once it has drained)."""
+def test_a_worker_that_cannot_apply_a_change_exits_unacknowledged(monkeypatch):
+    """It must not serve one more request without the change, not even on a
+    keep-alive connection: it exits at once, and its replacement starts with the
+    whole state (the supervisor's wait for it ends when its channel closes)."""
     import asyncio
 
-    from proxy.workers.child import Worker
+    from proxy.workers import child
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code: int) -> None:
+        raise Exited(code)
+
+    monkeypatch.setattr(child.os, "_exit", exit_now)
 
     class Plane:
         def set_table(self, table):
@@ -176,19 +185,18 @@ def test_a_worker_that_cannot_apply_a_change_leaves_the_channel_unacknowledged()
     class Recorder:
         def __init__(self) -> None:
             self.sent: list = []
-            self.closed = False
 
         def send(self, value) -> None:
             self.sent.append(value)
 
-        def close(self) -> None:
-            self.closed = True
-
     async def scenario():
-        worker = Worker(channel_fd=-1)
+        worker = child.Worker(channel_fd=-1)
         worker.plane, worker.channel, worker._early = Plane(), Recorder(), None
-        worker._received((7, "table", (object(),)))
-        return worker.channel
+        try:
+            worker._received((7, "table", (object(),)))
+        except Exited as exc:
+            return worker.channel, exc.args[0]
+        return worker.channel, None
 
-    channel = asyncio.run(scenario())
-    assert channel.closed and channel.sent == []
+    channel, code = asyncio.run(scenario())
+    assert code == 70 and channel.sent == []

@@ -323,3 +323,27 @@ def test_a_second_proxy_on_the_same_port_is_refused_not_joined(start_proxy, tmp_
     said = " ".join(line.get("text", "") for line in second.lines)
     assert "Address already in use" in said, said
     assert first.status()["workers"] and get(open_conn(first.port))[0].status == 200
+
+
+def test_a_stopping_proxy_refuses_new_connections_while_it_finishes(start_proxy):
+    """As a single process closes its listeners: the main process closes its copies
+    of the sockets it bound, so a new connection is refused at once instead of
+    waiting in a queue nobody will accept from."""
+    proxy = start_proxy(extra=WORKERS)
+    slow = open_conn(proxy.port)
+    slow.request("GET", "/slow?s=3")
+    wait_for(lambda: proxy.status()["pools"]["blue"]["inflight"] == 1, what="the slow request")
+    proxy.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: proxy.event("worker_draining"), what="the workers draining")
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    wait_for(refused, timeout=5, what="new connections refused")
+    resp = slow.getresponse()
+    assert resp.status == 200 and resp.getheader("Connection") == "close"
+    assert proxy.proc.wait(timeout=30) == 0

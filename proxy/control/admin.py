@@ -37,7 +37,7 @@ PEER_KEY = web.AppKey("peer", object)
 class AdminServer:
     def __init__(self, controller: Controller, config, log, reload: Callable[[], Awaitable[dict]],
                  metrics: Callable[[], str] | None = None, events: Callable[[], list] | None = None,
-                 settle: Callable[[], Awaitable[None]] | None = None) -> None:
+                 settle: Callable[..., Awaitable[None]] | None = None) -> None:
         self.controller = controller
         self.config = config
         self.log = log
@@ -102,11 +102,12 @@ class AdminServer:
         request[PEER_KEY] = peer
         try:
             if self.settle is not None and request.method == "GET":
-                await self.settle()  # what status and metrics show is the workers' now
+                # What status and metrics show is the workers' now.
+                await self.settle(change=False)
             response = await handler(request)
             if self.settle is not None and request.method != "GET":
                 # A change is answered once every worker routes by it (SPEC §2.4).
-                await self.settle()
+                await self.settle(change=True)
             return response
         except CommandError as exc:
             return _error(exc.status, str(exc))

@@ -43,7 +43,12 @@ class DrainDeadlines:
         self.plane.loop.create_task(self._cut(pool, address or None))
 
     async def _cut(self, pool: str, address: str | None) -> None:
-        cut = await self.plane.cut_everywhere(pool, address)
+        try:
+            cut = await self.plane.cut_everywhere(pool, address)
+        except Exception as exc:  # a task of its own: said here, or never
+            self.events.emit("drain_deadline_failed", level="error", pool=pool,
+                             upstream=address, error=repr(exc))
+            return
         if cut:
             self.events.emit("drain_deadline", level="warning", pool=pool,
                              upstream=address, cut=cut)

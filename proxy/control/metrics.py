@@ -108,8 +108,8 @@ def _workers(out: list[str], plane) -> None:
     _family(out, "switchyard_workers", "gauge", "Data-plane processes serving now.")
     out.append(f"switchyard_workers {len(workers)}")
     _family(out, "switchyard_worker_restarts_total", "counter",
-            "Worker processes that exited and were started again.")
-    out.append(f"switchyard_worker_restarts_total {sum(w['restarts'] for w in workers)}")
+            "Worker processes that exited (each is started again).")
+    out.append(f"switchyard_worker_restarts_total {plane.worker_restarts()}")
 
 
 def _per_upstream(out: list[str], plane, name: str, help_text: str, value) -> None:
@@ -130,7 +130,7 @@ async def serve(address, render, settle=None) -> web.AppRunner | None:
 
     async def metrics(request: web.Request) -> web.Response:
         if settle is not None:
-            await settle()  # the workers' counters, summed now
+            await settle(change=False)  # the workers' counters, summed now
         return web.Response(text=render(), content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"})
 

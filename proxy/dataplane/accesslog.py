@@ -23,9 +23,12 @@ _FLUSH_LINES = 512
 
 
 # With several processes writing one sink (`workers` > 1), each write is whole
-# lines of at most this many characters: a pipe writes up to PIPE_BUF bytes at
-# once, so another process's lines never land in the middle of one of ours.
-SHARED_WRITE = 4000
+# lines of at most this many characters (so at most 4000 bytes: a byte past
+# ASCII in a path is two in UTF-8).  A pipe takes up to PIPE_BUF (4096) bytes in
+# one piece, a file opened for appending any write, and journald's stream
+# socket a write this small whole in practice: another process's lines never
+# land in the middle of one of ours.
+SHARED_WRITE = 2000
 
 
 class SafeWriteLogger:

@@ -3,7 +3,8 @@
 Client connections and their exchanges hold a reference to one `DataPlane`;
 the control plane changes routing by swapping `table` (one attribute store, so
 a weight change applies to the very next request) and health through
-`set_health` (the health checker is its only caller).
+`set_health` (the health checker's verdict, or a worker told it by the
+supervisor).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 A socketpair made by the supervisor before it spawns the worker: private to
 the two processes, which run the same code, so messages are pickled Python
 values (a Config, a RoutingTable) in frames of a 4-byte length and the bytes.
-Nothing crosses it per request: routing changes go one way, and their
-acknowledgements, carrying the worker's counters, come back (supervisor.py).
+Nothing crosses it per request: routing changes go one way; their
+acknowledgements, carrying the worker's counters, and the rare report of an
+upstream refusing connects come back (supervisor.py).
 """
 
 from __future__ import annotations

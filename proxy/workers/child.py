@@ -9,14 +9,16 @@ message is one change, applied in order and acknowledged with this worker's
 counters.  The worker never reads the config file or the state file: what it
 routes by is what the supervisor sent, so all workers route alike.
 
-It stops, finishing what is in flight as a single process does, on "stop",
-on SIGTERM or SIGINT (systemd signals the whole control group), or when the
-supervisor has gone (the channel closes).
+It stops, finishing what is in flight as a single process does, on "stop"
+(the supervisor's SIGTERM), on SIGTERM or SIGINT of its own (a terminal's
+Ctrl-C reaches the whole process group), or when the supervisor has gone
+(the channel closes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
@@ -60,7 +62,7 @@ class Worker:
         if self.stopping.is_set():
             return 0  # told to stop before the hello came
         await self._start(hello)
-        self.channel.send(("ack", seq, None, report(self.plane)))
+        self.channel.send(("ack", seq, os.getpid(), report(self.plane)))  # serving now
         early, self._early = self._early, None
         for message in early:
             self._apply(message)
@@ -114,13 +116,14 @@ class Worker:
         try:
             result = getattr(self, f"_op_{op}")(*args)
         except Exception as exc:
-            # A worker that could not apply a change must not go on routing
-            # without it: it leaves the channel (so the supervisor waits no
-            # longer for it), finishes what it carries and exits, and its
-            # replacement starts with the whole state.
+            # A worker that could not apply a change must not serve one more
+            # request without it, not even on a keep-alive connection: it exits
+            # now (what it had in flight is lost with it), the supervisor's wait
+            # for it ends, and its replacement starts with the whole state.
             self.log.error("worker_op_failed", op=op, error=repr(exc))
-            self.channel.close()
-            return
+            if self.serving is not None and self.serving.access is not None:
+                self.serving.access.flush()
+            os._exit(70)  # EX_SOFTWARE
         self.channel.send(("ack", seq, result, report(self.plane)))
 
     def _stop_soon(self) -> None:

@@ -24,6 +24,7 @@ class Fleet(Protocol):
     """What the plane needs of the supervisor."""
 
     totals: Totals
+    restarts: dict[int, int]
 
     def broadcast(self, op: str, *args) -> int: ...
 
@@ -100,3 +101,7 @@ class FleetPlane(DataPlane):
 
     def workers_view(self) -> list[dict]:
         return self.fleet.workers_view()
+
+    def worker_restarts(self) -> int:
+        """Workers replaced since the start, in any slot (a counter: never less)."""
+        return sum(self.fleet.restarts.values())

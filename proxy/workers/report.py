@@ -6,7 +6,8 @@ latest report of each worker and writes the sums into the pools and
 upstreams of its own plane (workers/fleet.py), which is what `status`,
 `/metrics`, `top`, drains and the rollout judge read.  A worker that exits
 leaves its counts behind (`retire`), so a counter never goes backwards when
-a worker is replaced.
+a worker is replaced (what it counted after its last report is lost: at most
+one report interval's worth, or what it served while it could not report).
 """
 
 from __future__ import annotations
@@ -63,8 +64,7 @@ class Totals:
         self.live[slot] = rep
 
     def retire(self, slot: int) -> None:
-        """The worker in `slot` exited: its counts stay in the sums (what it did
-        after its last report is lost: at most one report interval)."""
+        """The worker in `slot` exited: its counts stay in the sums."""
         rep = self.live.pop(slot, None)
         if rep is None:
             return

@@ -1,19 +1,24 @@
 """`workers: N`: N data-plane processes under the one control plane.
 
 The main process keeps the admin socket, health checks, the state file,
-rollouts and reload; it binds (or is passed by systemd) the listening
-sockets and holds them, and each worker accepts on the same sockets, so a
-connection waits in the kernel's queue, not refused, while a worker is being
-replaced.  The supervisor starts the workers, sends them every change of
-routing through its `FleetPlane` (fleet.py), and restarts one that dies.
+rollouts and reload.  It binds the listening sockets (one SO_REUSEPORT socket
+per worker for each address, serving.bind) or is passed systemd's (shared by
+every worker), and holds them while it runs, so a connection that arrives
+while a worker is being replaced waits in the kernel's queue for its
+replacement instead of being refused.  The supervisor starts the workers,
+sends them every change of routing through its `FleetPlane` (fleet.py), and
+restarts one that dies.
 
 Ordering is the guarantee: a worker applies messages in the order they were
 sent and acknowledges each.  `sync()` sends a no-op and waits until every
 worker has acknowledged it, so once it returns every worker has applied every
 change made before it: the admin API calls it before answering a change
 (SPEC §2.4, "the next request after the call returns follows it").  A worker
-that cannot acknowledge within ACK_TIMEOUT is killed and replaced, rather than
-left serving on a routing it never confirmed.
+that cannot acknowledge a change within ACK_TIMEOUT is killed and replaced,
+rather than left serving on a routing it never confirmed; one that cannot
+apply it exits by itself (child.py).  A worker that is only late with its
+counters is not killed for that: a stalled log sink stalls every worker, and
+killing them all would drop every request in flight.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from .report import Totals, inflight_of, requests_of
 ACK_TIMEOUT = 5.0  # for a change, and for a new worker's first acknowledgement
 REPORT_INTERVAL = 0.25  # counters refreshed for rollouts, drains and `top`
 STEADY = 10.0  # a worker that ran this long is restarted at once
-MAX_BACKOFF = 10.0
+# Kept short: with SO_REUSEPORT, connections the kernel hashes to a dead
+# worker's socket wait for its replacement.
+MAX_BACKOFF = 2.0
 
 
 @dataclass(eq=False)
@@ -92,6 +99,11 @@ class Supervisor:
         """Every worker finishes what it carries within `seconds`, then exits."""
         self._stopping = True
         self.broadcast("stop")
+        # Our copies of the listening sockets go too, as a single process closes
+        # its listeners: sockets we bound stop taking connections once the
+        # workers have closed theirs; systemd's stay open in systemd.
+        for sock in {sock for socks in self._sockets for sock in socks}:
+            sock.close()
         exits = [asyncio.ensure_future(w.process.wait()) for w in self.workers.values()]
         if exits:
             await asyncio.wait(exits, timeout=seconds + ACK_TIMEOUT)
@@ -132,13 +144,15 @@ class Supervisor:
         ready = worker.waits[seq] = self.loop.create_future()
         channel.send((seq, "hello", self._hello(slot)))
         try:
-            await asyncio.wait_for(asyncio.shield(ready), ACK_TIMEOUT)
+            started = await asyncio.wait_for(asyncio.shield(ready), ACK_TIMEOUT)
         except asyncio.TimeoutError:
             process.kill()
             raise RuntimeError(f"worker {slot} (pid {process.pid}) did not start "
                                f"within {ACK_TIMEOUT:g}s") from None
-        if process.returncode is not None:
-            raise RuntimeError(f"worker {slot} exited at start with status {process.returncode}")
+        if started is None:  # its channel closed before it served: it died starting
+            raise RuntimeError(f"worker {slot} (pid {process.pid}) exited at start")
+        if self._stopping:  # stop() came while it started, and did not reach it
+            channel.send((self._seq, "stop", ()))
 
     def _hello(self, slot: int) -> dict:
         plane = self.plane
@@ -167,22 +181,30 @@ class Supervisor:
         ran = time.time() - worker.started
         quick = self._failures[worker.slot] = 0 if ran >= STEADY else \
             self._failures.get(worker.slot, 0) + 1
-        delay = min(MAX_BACKOFF, 0.25 * 2 ** (quick - 1)) if quick else 0.0
         self.restarts[worker.slot] = self.restarts.get(worker.slot, 0) + 1
         self.events.emit("worker_exited", level="error", slot=worker.slot,
                          pid=worker.process.pid, status=_status(code), ran=round(ran, 1),
-                         restart_in=delay)
-        await asyncio.sleep(delay)
-        if self._stopping:
+                         restart_in=_backoff(quick))
+        await self._replace(worker.slot, quick)
+
+    async def _replace(self, slot: int, quick: int) -> None:
+        """Start a worker in `slot` again, retrying (a fork can fail: EAGAIN, EMFILE)
+        until one serves or the proxy stops."""
+        while not self._stopping:
+            await asyncio.sleep(_backoff(quick))
+            if self._stopping:
+                return
+            try:
+                await self._spawn(slot)
+            except (RuntimeError, OSError) as exc:
+                # A worker that died starting is replaced by its own watch.
+                self.events.emit("worker_start_failed", level="error", slot=slot, error=str(exc))
+                if slot in self.workers:
+                    return
+                quick += 1
+                continue
+            self.events.emit("worker_started", slot=slot, pid=self.workers[slot].process.pid)
             return
-        try:
-            await self._spawn(worker.slot)
-        except (RuntimeError, OSError) as exc:
-            self.events.emit("worker_start_failed", level="error", slot=worker.slot,
-                             error=str(exc))
-            return
-        self.events.emit("worker_started", slot=worker.slot,
-                         pid=self.workers[worker.slot].process.pid)
 
     # -- the channel -----------------------------------------------------------------
 
@@ -193,15 +215,16 @@ class Supervisor:
             worker.channel.send((self._seq, op, args))
         return self._seq
 
-    async def call(self, op: str, *args) -> list:
-        """Send `op` to every worker and wait until each has applied it: their results."""
+    async def call(self, op: str, *args, change: bool = True) -> list:
+        """Send `op` to every worker and wait until each has applied it: their results.
+        `change`: a worker that has not confirmed it within ACK_TIMEOUT is killed."""
         seq = self.broadcast(op, *args)
         waits = {w: w.waits.setdefault(seq, self.loop.create_future())
                  for w in self.workers.values() if not w.left}
         if waits:
             await asyncio.wait(waits.values(), timeout=ACK_TIMEOUT)
         for worker, future in waits.items():
-            if not future.done() and worker.process.returncode is None:
+            if change and not future.done() and worker.process.returncode is None:
                 # It has not applied what every other worker has: it must not serve.
                 self.events.emit("worker_unresponsive", level="error", slot=worker.slot,
                                  pid=worker.process.pid, op=op)
@@ -209,10 +232,11 @@ class Supervisor:
         self.totals.apply(self.plane)
         return [f.result() for f in waits.values() if f.done()]
 
-    async def sync(self) -> None:
+    async def sync(self, change: bool = True) -> None:
         """Return once every worker has applied every change sent before the call,
-        with the counters refreshed."""
-        await self.call("report")
+        with the counters refreshed.  `change`: one was made, and a worker that
+        cannot confirm it is killed; otherwise only its counters are late."""
+        await self.call("report", change=change)
 
     def _received(self, worker: Worker, message) -> None:
         if message[0] == "ack":
@@ -228,7 +252,7 @@ class Supervisor:
     async def _refresh(self) -> None:
         while True:
             await asyncio.sleep(REPORT_INTERVAL)
-            await self.sync()
+            await self.sync(change=False)
 
     def _task(self, coro) -> None:
         task = self.loop.create_task(coro)
@@ -255,6 +279,12 @@ def _upstream(plane: DataPlane, pool: str, label: str):
         if up.label == label:
             return up
     return None
+
+
+def _backoff(quick_deaths: int) -> float:
+    """Seconds before a worker is started again, after that many deaths in a row
+    within STEADY of their start."""
+    return min(MAX_BACKOFF, 0.25 * 2 ** (quick_deaths - 1)) if quick_deaths else 0.0
 
 
 def _status(code: int) -> str:
