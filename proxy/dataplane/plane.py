@@ -143,6 +143,13 @@ class DataPlane:
 
     # -- health --------------------------------------------------------------------
 
+    def upstream(self, pool: str, label: str) -> Upstream | None:
+        """The upstream `label` of `pool`, if the config still has it."""
+        for up in self.pools[pool].upstreams if pool in self.pools else ():
+            if up.label == label:
+                return up
+        return None
+
     def set_health(self, upstream: Upstream, healthy: bool) -> None:
         """The health checker's verdict on `upstream` (control/health.py decides)."""
         upstream.healthy = healthy

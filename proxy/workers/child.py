@@ -135,9 +135,9 @@ class Worker:
         self.channel.send(("passive", up.pool, up.label, cause))
 
     def _set_health(self, pool: str, label: str, healthy: bool) -> None:
-        for up in self.plane.pools[pool].upstreams if pool in self.plane.pools else ():
-            if up.label == label:
-                self.plane.set_health(up, healthy)
+        up = self.plane.upstream(pool, label)
+        if up is not None:
+            self.plane.set_health(up, healthy)
 
     # One method per change the supervisor sends (fleet.FleetPlane says when).
     def _op_table(self, table) -> None:

@@ -31,7 +31,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from ..dataplane.plane import DataPlane
 from ..dataplane.sticky import Signer
 from .channel import Channel
 from .fleet import FleetPlane
@@ -245,7 +244,7 @@ class Supervisor:
             worker.acknowledged(seq, result)
         elif message[0] == "passive":
             _, pool, label, cause = message
-            up = _upstream(self.plane, pool, label)
+            up = self.plane.upstream(pool, label)
             if up is not None and self.plane.on_passive_failure is not None:
                 self.plane.on_passive_failure(up, cause)
 
@@ -272,13 +271,6 @@ class Supervisor:
                         "restarts": self.restarts.get(slot, 0),
                         "since": round(worker.started, 3)})
         return out
-
-
-def _upstream(plane: DataPlane, pool: str, label: str):
-    for up in plane.pools[pool].upstreams if pool in plane.pools else ():
-        if up.label == label:
-            return up
-    return None
 
 
 def _backoff(quick_deaths: int) -> float:
