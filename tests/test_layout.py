@@ -10,7 +10,7 @@ import ast
 import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "proxy"
-LAYERS = {"config": 0, "commands": 0, "dataplane": 1, "control": 2, "server": 3,
+LAYERS = {"config": 0, "commands": 0, "dataplane": 1, "control": 2, "cluster": 2, "server": 3,
           "serving": 3, "systemd": 3, "workers": 3, "cli": 4}
 MAX_LINES = 300
 
