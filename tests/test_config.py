@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import socket
 import re
 import textwrap
 
@@ -197,8 +198,12 @@ def test_example_file_shows_every_key():
     for section, kind in sections.items():
         for name in kind.__dataclass_fields__:
             assert f"\n  {name}:" in text, f"{section}.{name} missing from the example"
-    for name in Config.__dataclass_fields__.keys() - {"source"}:
+    for name in Config.__dataclass_fields__.keys() - {"source", "cluster"}:
         assert f"\n{name}:" in text, f"{name} missing from the example"
+    # A fleet needs etcd: the example shows it commented out.
+    assert "\n# cluster:" in text
+    for name in config_module.ClusterConfig.__dataclass_fields__:
+        assert f"\n#   {name}:" in text, f"cluster.{name} missing from the example"
 
 
 SPEC_EXAMPLE = """
@@ -244,10 +249,26 @@ def test_workers_must_be_a_positive_integer_or_auto(value, reason):
     assert key == "workers" and reason in message
 
 
-def test_cluster_is_refused_with_the_reason():
-    key, line, message = only_problem(SPEC_EXAMPLE + 'cluster:\n  etcd: ["http://127.0.0.1:2379"]\n'
-                                      "  key: /switchyard/myapp\n")
-    assert key == "cluster" and "not in this release" in message and line == 18
+def test_the_specifications_cluster_example_loads_with_this_hosts_name():
+    config = from_text(SPEC_EXAMPLE + 'cluster:\n  etcd: ["http://127.0.0.1:2379"]\n'
+                       "  key: /switchyard/myapp\n")
+    assert config.cluster == config_module.ClusterConfig(
+        etcd=("http://127.0.0.1:2379",), key="/switchyard/myapp", host=socket.gethostname())
+    assert from_text(SPEC_EXAMPLE).cluster is None
+
+
+@pytest.mark.parametrize("body, key, reason", [
+    ('{etcd: ["127.0.0.1:2379"], key: /a}', "cluster.etcd[0]", "http://127.0.0.1:2379"),
+    ('{etcd: [], key: /a}', "cluster.etcd", "at least one endpoint"),
+    ('{etcd: ["http://e:2379"], key: a/b}', "cluster.key", "key path"),
+    ('{etcd: ["http://e:2379"]}', "cluster.key", "required"),
+    ('{etcd: ["http://e:2379"], key: /a, host: "a b"}', "cluster.host", "host name"),
+    ('{etcd: ["http://e:2379"], key: /a, lease: 1s}', "cluster.lease", "at least 2s"),
+    ('{etcd: ["http://e:2379"], key: /a, leader: x}', "cluster.leader", "unknown key"),
+])
+def test_cluster_settings_are_checked(body, key, reason):
+    problem_key, line, message = only_problem(SPEC_EXAMPLE + f"cluster: {body}\n")
+    assert (problem_key, line) == (key, 17) and reason in message
 
 
 def test_load_reads_a_file(tmp_path):

@@ -15,6 +15,7 @@ from .model import (
     DEFAULT_LISTEN,
     DEFAULT_STATE_FILE,
     AdminConfig,
+    ClusterConfig,
     Config,
     HealthConfig,
     LimitsConfig,
@@ -30,7 +31,8 @@ from .reader import ConfigError, Problem
 from .values import Address, parse_address, parse_duration, parse_rate, parse_size
 
 __all__ = [
-    "DEFAULT_LISTEN", "DEFAULT_STATE_FILE", "Address", "AdminConfig", "Config", "ConfigError",
+    "DEFAULT_LISTEN", "DEFAULT_STATE_FILE", "Address", "AdminConfig", "ClusterConfig", "Config",
+    "ConfigError",
     "HealthConfig", "LimitsConfig", "LogConfig", "MetricsConfig", "PoolConfig", "Problem",
     "RolloutConfig", "StickyConfig", "TesterConfig", "TimeoutsConfig", "from_text", "load",
     "parse_address", "parse_duration", "parse_rate", "parse_size",

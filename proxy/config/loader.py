@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import socket
 
 import yaml
 from yaml.nodes import MappingNode
@@ -61,8 +63,16 @@ def _build(reader: Reader, root: MappingNode, source: str) -> Config:
         trusted_proxies=values.get("trusted_proxies", ()),
         workers=values.get("workers", 1),
         source=source,
+        cluster=_cluster_named(values.get("cluster")),
         **sections,
     )
+
+
+def _cluster_named(cluster):
+    """The fleet settings with this host's name filled in (the hostname unless given)."""
+    if cluster is None or cluster.host:
+        return cluster
+    return dataclasses.replace(cluster, host=socket.gethostname())
 
 
 def _resolve_weights(reader: Reader, pools: dict, given: dict | None) -> dict[str, int]:

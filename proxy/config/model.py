@@ -100,6 +100,17 @@ class RolloutConfig:
     min_requests: int = 50
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A fleet sharing its routing state on etcd (SPEC §2.6)."""
+
+    etcd: tuple[str, ...]  # endpoints, http://host:port
+    key: str  # the fleet's prefix: routing state at KEY/state, hosts at KEY/hosts/NAME
+    host: str = ""  # this host's name in the fleet; "" means the machine's hostname
+    lease: float = 10.0  # a dead host leaves the fleet (and the rollout) this long after
+    timeout: float = 2.0  # each call to etcd
+
+
 DEFAULT_LISTEN = (Address("tcp", host="127.0.0.1", port=8080),)
 DEFAULT_STATE_FILE = "/var/lib/switchyard/state.json"
 
@@ -123,3 +134,4 @@ class Config:
     metrics: MetricsConfig
     workers: int  # data-plane processes (>= 1); more than 1 runs them under a supervisor
     source: str
+    cluster: ClusterConfig | None = None  # None: one host, its state_file

@@ -12,6 +12,7 @@ from yaml.nodes import Node, ScalarNode
 
 from .model import (
     AdminConfig,
+    ClusterConfig,
     HealthConfig,
     LimitsConfig,
     LogConfig,
@@ -180,9 +181,37 @@ def _workers(value: Any) -> int:
     return _integer(1)(value)
 
 
-def _no_cluster(reader: Reader, node: Node, key: str) -> None:
-    raise ValueError("a fleet sharing its routing state on etcd is not in this release; "
-                     "without `cluster` the routing state is this host's state_file")
+def _etcd_endpoint(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[^/\s?#]+/?", value):
+        raise ValueError(f"expected an etcd endpoint like http://127.0.0.1:2379, got {describe(value)}")
+    return value.rstrip("/")
+
+
+def _cluster_key(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"(/[\w.-]+)+", value):
+        raise ValueError('expected a key path like "/switchyard/myapp" (letters, digits, _ . -), '
+                         f"got {describe(value)}")
+    return value
+
+
+def _host_name(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[\w.-]{1,64}", value):
+        raise ValueError(f"expected a host name of 1-64 letters, digits, _ . -, got {describe(value)}")
+    return value
+
+
+def _lease(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds < 2:  # etcd's own floor with its default election timeout
+        raise ValueError(f"must be at least 2s, got {describe(value)}")
+    return seconds
+
+
+def _cluster(reader: Reader, node: Node, key: str) -> ClusterConfig | None:
+    values = section(reader, node, key, _CLUSTER_FIELDS, required=("etcd", "key"))
+    if "etcd" not in values or "key" not in values:
+        return None  # what is missing or wrong is already reported
+    return ClusterConfig(**values)
 
 
 def _tcp_address(value: Any) -> Address:
@@ -241,6 +270,11 @@ _FIELDS: dict[type, dict[str, Convert]] = {
         "max_p99": _scalar(_optional(_duration)), "min_requests": _scalar(_integer(0)),
     },
 }
+_CLUSTER_FIELDS: dict[str, Convert] = {
+    "etcd": _list_of(_etcd_endpoint, "endpoint", at_least_one=True),
+    "key": _scalar(_cluster_key), "host": _scalar(_host_name),
+    "lease": _scalar(_lease), "timeout": _scalar(_duration),
+}
 TOP_FIELDS: dict[str, Convert] = {
     "listen": _list_of(lambda text: parse_address(text, allow_port_zero=True), "address", True),
     "state_file": _scalar(_text),
@@ -249,6 +283,6 @@ TOP_FIELDS: dict[str, Convert] = {
     "weights": _weights,
     "trusted_proxies": _list_of(_network, "network"),
     "workers": _scalar(_workers),
-    "cluster": _no_cluster,
+    "cluster": _cluster,
     **{name: _record(kind, _FIELDS[kind]) for name, kind in SECTIONS.items()},
 }
