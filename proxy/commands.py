@@ -27,6 +27,12 @@ class PreconditionError(CommandError):
     status = 412
 
 
+class StaleState(PreconditionError):
+    """The routing state changed between reading it and writing the change (in a
+    fleet: another host wrote first).  Without If-Match the change is made again
+    on the new state, as one host does for two operators in turn."""
+
+
 def _pool_name(value: Any, pools: list[str], key: str) -> str:
     if not isinstance(value, str) or value not in pools:
         raise CommandError(f"{key}: unknown pool {value!r} (pools: {', '.join(pools)})")

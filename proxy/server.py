@@ -19,6 +19,7 @@ import signal
 import structlog
 
 from . import config as config_module
+from .commands import CommandError
 from .control import state as state_module
 from .control.admin import AdminServer
 from .control.controller import Controller
@@ -160,8 +161,8 @@ class Server:
                    and f.name != "source" and getattr(new, f.name) != getattr(old, f.name)]
         new = dataclasses.replace(new, **{k: getattr(old, k) for k in restart_needed})
         try:
-            self.controller.fit_to(new)  # saved before anything changes
-        except state_module.StateError as exc:
+            await self.controller.fit_to(new)  # saved before anything changes
+        except (state_module.StateError, CommandError) as exc:  # not saved: changes nothing
             self.log.error("reload_failed", errors=[str(exc)])
             self.notifier.ready("reload failed; previous config in force")
             return {"error": f"{exc}; nothing changed"}

@@ -4,8 +4,9 @@ import pytest
 
 from proxy.commands import ConflictError
 from proxy.control.rollout import HELD, RUNNING, Rollout
-from proxy.control.tables import (fitted, grace_after, previous_after, refuse_emptying,
-                                  restored_rollout, rolled_back)
+from proxy.control.tables import (drained, fitted, grace_after, grace_ended, held,
+                                  previous_after, refuse_emptying, rolled_back, saved_rollout,
+                                  toggled, weighted)
 from proxy.dataplane.router import table_from
 
 SPLIT = table_from({"blue": 90, "green": 10}, generation=4, previous="blue",
@@ -49,15 +50,42 @@ def test_fitted_is_none_when_the_pools_and_disabled_upstreams_stay():
     assert fitted(SPLIT, {"blue": {"127.0.0.1:1"}, "green": {"127.0.0.1:4"}}) is None
 
 
-def test_a_restored_active_rollout_is_held_and_an_ended_one_is_kept():
+def test_a_restored_active_rollout_is_held():
     r = Rollout("green", "blue", [10, 100], 30, 0.01, None, 50, id="x")
-    held, was_active = restored_rollout(r.to_json())
-    assert was_active and held.state == HELD and held.id == "x"
-    assert "proxy restarted during step 1 (10% to green)" in held.reason
+    stopped = held(saved_rollout(r.to_json()))
+    assert stopped.state == HELD and stopped.id == "x"
+    assert "proxy restarted during step 1 (10% to green)" in stopped.reason
+
+
+def test_a_saved_rollout_reads_back_and_a_bad_step_is_refused():
     done = Rollout("green", "blue", [10, 100], 30, 0.01, None, 50, state="completed")
-    assert restored_rollout(done.to_json()) == (done, False)
+    assert saved_rollout(done.to_json()) == done and saved_rollout(None) is None
     with pytest.raises(IndexError):
-        restored_rollout({**r.to_json(), "step_index": 5, "state": RUNNING})
+        saved_rollout({**done.to_json(), "step_index": 5, "state": RUNNING})
+
+
+def test_weighted_keeps_the_rollback_target_and_starts_a_grace_period():
+    new = weighted(SPLIT, {"blue": 0, "green": 100}, now=10.0, grace=5.0)
+    assert (new.generation, new.previous, dict(new.grace_until)) == (5, "blue", {"blue": 15.0})
+    assert dict(new.epochs) == {"green": 2} and new.disabled == SPLIT.disabled
+
+
+def test_grace_ended_moves_the_graced_pools_epochs_on():
+    new = grace_ended(SPLIT, ["blue"])
+    assert dict(new.epochs) == {"green": 2, "blue": 1} and not new.grace_until
+    assert new.previous is None and dict(new.weights) == dict(SPLIT.weights)
+
+
+def test_drained_takes_the_pools_weight_and_grace_and_refuses_the_last_pool():
+    new = drained(SPLIT, "blue")
+    assert dict(new.weights) == {"blue": 0, "green": 10} and not new.grace_until
+    with pytest.raises(ConflictError, match="no other pool has weight"):
+        drained(table_from({"blue": 100, "green": 0}), "blue")
+
+
+def test_toggled_sets_one_pools_disabled_upstreams():
+    new = toggled(SPLIT, "green", {"127.0.0.1:4"})
+    assert new.disabled["green"] == frozenset({"127.0.0.1:4"}) and new.generation == 5
 
 
 class _Up:

@@ -22,16 +22,19 @@ from ..commands import (
     Cutover,
     Drain,
     Pause,
+    StaleState,
     TesterCookie,
     UpstreamToggle,
     Weights,
     parse_if_match,
 )
 from .admin_socket import Refuse, allowed, bind_unix, peer_credentials
-from .controller import Controller, caller_of
+from .controller import Controller
+from .events import caller_of
 from .state import StateError
 
 PEER_KEY = web.AppKey("peer", object)
+STALE_RETRIES = 5
 
 
 class AdminServer:
@@ -104,21 +107,33 @@ class AdminServer:
             if self.settle is not None and request.method == "GET":
                 # What status and metrics show is the workers' now.
                 await self.settle(change=False)
-            response = await handler(request)
+            response = await self._handle(handler, request)
             if self.settle is not None and request.method != "GET":
                 # A change is answered once every worker routes by it (SPEC §2.4).
                 await self.settle(change=True)
             return response
         except CommandError as exc:
             return _error(exc.status, str(exc))
-        except StateError as exc:
+        except StateError as exc:  # 500 for the state file, 503 for an unreachable etcd
             self.log.error("state_save_failed", detail=str(exc))
-            return _error(500, str(exc))
+            return _error(exc.status, str(exc))
         except web.HTTPException as exc:
             return _error(exc.status, exc.reason)
         except Exception as exc:  # a bug answers 500 in JSON; the proxy keeps running
             self.log.error("admin_internal_error", path=request.path, error=repr(exc))
             return _error(500, f"internal error: {exc!r}")
+
+    async def _handle(self, handler, request: web.Request) -> web.StreamResponse:
+        """The handler; run again when its change was stale (another change, in a
+        fleet another host's, got saved first) and the caller did not pin the
+        generation with If-Match: two operators then act in turn, as on one host."""
+        for attempt in range(STALE_RETRIES):
+            try:
+                return await handler(request)
+            except StaleState:
+                if "If-Match" in request.headers or attempt == STALE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     # -- handlers ------------------------------------------------------------------
 
@@ -128,7 +143,7 @@ class AdminServer:
     async def put_weights(self, request: web.Request) -> web.Response:
         cmd = Weights.from_json(await _json(request), self.controller.pools)
         self._precondition(request)
-        return self._state_response(self.controller.set_weights(cmd, self._caller(request)))
+        return self._state_response(await self.controller.set_weights(cmd, self._caller(request)))
 
     async def post_cutover(self, request: web.Request) -> web.Response:
         cmd = Cutover.from_json(await _json(request), self.controller.pools)
@@ -143,17 +158,18 @@ class AdminServer:
     async def post_rollback(self, request: web.Request) -> web.Response:
         await _json(request, optional=True)
         self._precondition(request)
-        return self._state_response(self.controller.rollback(self._caller(request)))
+        return self._state_response(await self.controller.rollback(self._caller(request)))
 
     async def post_drain(self, request: web.Request) -> web.Response:
         cmd = Drain.from_json(await _json(request), self.controller.pools)
         self._precondition(request)
-        return self._state_response(self.controller.drain(cmd, self._caller(request)))
+        return self._state_response(await self.controller.drain(cmd, self._caller(request)))
 
     async def post_upstream(self, request: web.Request) -> web.Response:
         cmd = UpstreamToggle.from_json(await _json(request), self.controller.pools)
         self._precondition(request)
-        return self._state_response(self.controller.set_upstream(cmd, self._caller(request)))
+        return self._state_response(await self.controller.set_upstream(cmd,
+                                                                       self._caller(request)))
 
     async def post_pause(self, request: web.Request) -> web.Response:
         cmd = Pause.from_json(await _json(request, optional=True) or {}, self.controller.pools)

@@ -1,7 +1,9 @@
 """The control plane: every change of routing state goes through here.
 
-A change is computed as a new `RoutingTable`, saved to the state file, and
-only then swapped into the data plane: a failed save changes nothing.  A
+A change is computed as a new `RoutingTable`, saved to the store (the state
+file; in a fleet, etcd first, cluster/store.py), and only then swapped into
+the data plane: a failed save changes nothing.  In a fleet the changes other
+hosts make arrive through `adopt`.  A
 cutover first waits, for a bounded time, until its target is healthy; a
 progressive one then runs its steps on the proxy's own clock, so it goes on
 when the CLI that started it goes away.
@@ -13,18 +15,20 @@ import asyncio
 from dataclasses import replace
 
 from ..commands import (CommandError, ConflictError, Cutover, Drain, Pause, PreconditionError,
-                        UpstreamToggle, Weights)
+                        StaleState, UpstreamToggle, Weights)
 from ..dataplane.plane import DataPlane
-from ..dataplane.router import RoutingTable, table_from
+from ..dataplane.router import RoutingTable
 from .drain import DrainDeadlines
-from .events import EventLog
+from .events import EventLog, internal
+from .gate import wait_healthy
 from .pausing import Pauses
-from .progressive import RolloutClock, internal
+from .progressive import RolloutClock
 from .rollout import CANCELLED, ROLLED_BACK, Rollout
-from .state import SavedState, save
+from .state import SavedState, StateFile, save
 from .status import state_view
-from .tables import (fitted, grace_after, previous_after, refuse_emptying, restored_rollout,
-                     rolled_back, saved_state, table_from_saved)
+from .tables import (drained, fitted, grace_after, grace_ended, held, refuse_emptying,
+                     rolled_back, saved_rollout, saved_state, table_from_saved, toggled,
+                     weighted)
 
 # `_apply(rollout=KEEP)`: the change leaves the rollout as it is.  None clears it.
 KEEP = object()
@@ -33,10 +37,18 @@ KEEP = object()
 class Controller:
     """The one writer of the routing table and of the rollout saved with it."""
 
-    def __init__(self, plane: DataPlane, state_file: str, events: EventLog) -> None:
+    def __init__(self, plane: DataPlane, state_file: str, events: EventLog,
+                 store=None, peers=None) -> None:
         self.plane = plane
         self.state_file = state_file
         self.events = events
+        # Where a change is saved before it applies: this host's state file, or
+        # the fleet's etcd (which mirrors to the state file).
+        self.store = store or StateFile(state_file)
+        # In a fleet (cluster/fleet.py): the other hosts' health for a cutover,
+        # whether this host runs rollouts, and the fleet's summed counters.
+        self.peers = peers
+        self._writing = asyncio.Lock()  # one change at a time is being saved
         # The rollout as saved with the table (this class writes it, in _apply);
         # the clock that steps and judges it is progressive.py.
         self.rollout: Rollout | None = None
@@ -64,25 +76,16 @@ class Controller:
 
     # -- changes -------------------------------------------------------------------
 
-    def set_weights(self, cmd: Weights, caller: dict, event: str = "weights_changed") -> dict:
+    async def set_weights(self, cmd: Weights, caller: dict, event: str = "weights_changed") -> dict:
         """New weights by hand; cancels a rollout in progress."""
         rollout = self.ended(CANCELLED, "weights set by hand")
-        self.set(cmd.weights, event, caller, rollout=rollout)
+        await self.set(cmd.weights, event, caller, rollout=rollout)
         return self.status()
 
-    def set(self, weights: dict[str, int], event: str, caller: dict, rollout=KEEP,
+    async def set(self, weights: dict[str, int], event: str, caller: dict, rollout=KEEP,
              **why) -> None:
-        table = self.table
-        now = self.plane.loop.time()
-        new = table_from(
-            weights,
-            generation=table.generation + 1,
-            previous=previous_after(table, weights),
-            epochs=dict(table.epochs),
-            grace_until=grace_after(table, weights, now, self.plane.config.sticky.grace),
-            disabled=dict(table.disabled),
-        )
-        self._apply(new, event, caller, rollout, **why)
+        new = weighted(self.table, weights, self.plane.loop.time(), self.plane.config.sticky.grace)
+        await self._apply(new, event, caller, rollout, **why)
 
     async def cutover(self, cmd: Cutover, caller: dict, expected: int | None) -> dict:
         """All new traffic to `cmd.to` once it is healthy; 409 if it does not become so."""
@@ -91,49 +94,43 @@ class Controller:
         # The wait yielded to the loop: another operator may have moved on.
         self.check_generation(expected)
         weights = {p: (100 if p == cmd.to else 0) for p in self.pools}
-        return self.set_weights(Weights(weights), caller, event="cutover")
+        return await self.set_weights(Weights(weights), caller, event="cutover")
 
-    def rollback(self, caller: dict, reason: str = "", back: str | None = None,
+    async def rollback(self, caller: dict, reason: str = "", back: str | None = None,
                  rollout: Rollout | None = None) -> dict:
         """All weight back to `previous` at once; cookies for the pools left stop working."""
         table = self.table
         back = back or table.previous
         if back is None or back not in table.weights:
             if self._graced(table):
-                return self._end_grace(caller)
+                return await self._end_grace(caller)
             raise ConflictError("nothing to roll back to: no previous pool")
         rollout = rollout or self.ended(ROLLED_BACK, reason or "rolled back by hand")
-        self._apply(rolled_back(table, back), "rolled_back", caller, rollout,
-                    reason=reason or "by hand")
+        await self._apply(rolled_back(table, back), "rolled_back", caller, rollout,
+                          reason=reason or "by hand")
         return self.status()
 
-    def fit_to(self, config) -> None:
+    async def fit_to(self, config) -> None:
         """A reloaded config adds or removes pools or upstreams: the routing table
         follows (new pools at weight 0), keeping every grace period and disabled
         upstream that still exists.  Saved before it applies, like any change."""
         addresses = {name: {str(a) for a in pc.upstreams} for name, pc in config.pools.items()}
         new = fitted(self.table, addresses)
         if new is not None:
-            self._apply(new, "routing_fitted_to_config", internal("reload"),
-                        pools=sorted(addresses))
+            await self._apply(new, "routing_fitted_to_config", internal("reload"),
+                              pools=sorted(addresses))
 
     def _graced(self, table: RoutingTable) -> list[str]:
         now = self.plane.loop.time()
         return [p for p, t in table.grace_until.items() if t > now]
 
-    def _end_grace(self, caller: dict) -> dict:
+    async def _end_grace(self, caller: dict) -> dict:
         """Rollback with traffic already back on one pool: end the grace at once."""
-        table = self.table
-        epochs = dict(table.epochs)
-        for pool in self._graced(table):
-            epochs[pool] = epochs.get(pool, 0) + 1
-        new = table_from(dict(table.weights), generation=table.generation + 1,
-                         previous=None, epochs=epochs, grace_until={},
-                         disabled=dict(table.disabled))
-        self._apply(new, "rolled_back", caller, reason="grace ended")
+        new = grace_ended(self.table, self._graced(self.table))
+        await self._apply(new, "rolled_back", caller, reason="grace ended")
         return self.status()
 
-    def drain(self, cmd: Drain, caller: dict) -> dict:
+    async def drain(self, cmd: Drain, caller: dict) -> dict:
         """No new requests (sticky or not) to the pool, or to one of its upstreams;
         in-flight ones finish there.
 
@@ -143,21 +140,13 @@ class Controller:
         """
         timeout = self.plane.config.timeouts.drain if cmd.timeout is None else cmd.timeout
         if cmd.upstream is not None:
-            self.set_upstream(UpstreamToggle(cmd.pool, cmd.upstream, False, cmd.force), caller,
-                              event="upstream_drained", timeout=timeout)
+            await self.set_upstream(UpstreamToggle(cmd.pool, cmd.upstream, False, cmd.force),
+                                    caller, event="upstream_drained", timeout=timeout)
             self.deadlines.cut_later(f"{cmd.pool} {cmd.upstream}", timeout)
             return self.status()
-        table = self.table
-        weights = dict(table.weights)
-        weights[cmd.pool] = 0
-        if not any(weights.values()):
-            raise ConflictError(f"cannot drain {cmd.pool}: no other pool has weight")
+        new = drained(self.table, cmd.pool)
         rollout = self.ended(CANCELLED, f"pool {cmd.pool} drained")
-        grace = {p: t for p, t in table.grace_until.items() if p != cmd.pool}
-        new = table_from(weights, generation=table.generation + 1,
-                         previous=previous_after(table, weights), epochs=dict(table.epochs),
-                         grace_until=grace, disabled=dict(table.disabled))
-        self._apply(new, "pool_drained", caller, rollout, pool=cmd.pool, timeout=timeout)
+        await self._apply(new, "pool_drained", caller, rollout, pool=cmd.pool, timeout=timeout)
         self.deadlines.cut_later(cmd.pool, timeout)
         return self.status()
 
@@ -175,8 +164,8 @@ class Controller:
         """The proxy stops: held requests go on now, so that the drain can finish them."""
         self.pauses.resume(internal("shutdown"), reason="the proxy is stopping")
 
-    def set_upstream(self, cmd: UpstreamToggle, caller: dict, event: str | None = None,
-                     **why) -> dict:
+    async def set_upstream(self, cmd: UpstreamToggle, caller: dict, event: str | None = None,
+                           **why) -> dict:
         """Take one upstream out of its pool's rotation, or put it back.
 
         Refused (409, nothing changes) when it would leave a pool that has
@@ -193,48 +182,45 @@ class Controller:
             return self.status()  # already so: no new generation
         if not cmd.enabled and not cmd.force:
             refuse_emptying(table, self.plane.pools[cmd.pool], off, cmd.address)
-        disabled = dict(table.disabled)
-        disabled[cmd.pool] = frozenset(off)
-        new = table_from(dict(table.weights), generation=table.generation + 1,
-                         previous=table.previous, epochs=dict(table.epochs),
-                         grace_until=dict(table.grace_until), disabled=disabled)
+        new = toggled(table, cmd.pool, off)
         event = event or ("upstream_enabled" if cmd.enabled else "upstream_disabled")
         if cmd.enabled:
             self.deadlines.cancel(f"{cmd.pool} {cmd.address}")  # back in rotation: no cut due
-        self._apply(new, event, caller, pool=cmd.pool, upstream=cmd.address,
-                    enabled=cmd.enabled, **why)
+        await self._apply(new, event, caller, pool=cmd.pool, upstream=cmd.address,
+                          enabled=cmd.enabled, **why)
         return self.status()
 
     async def wait_healthy(self, pool: str) -> None:
-        loop = self.plane.loop
-        wait = self.plane.config.timeouts.cutover_wait
-        deadline = loop.time() + wait
-        while not self.plane.pools[pool].healthy:
-            if loop.time() >= deadline:
-                raise ConflictError(f"pool {pool} is not healthy after {wait:g}s; nothing changed")
-            await asyncio.sleep(0.1)
+        await wait_healthy(self.plane, pool, self.peers)
 
-    def _apply(self, new: RoutingTable, event: str, caller: dict, rollout=KEEP,
-               **why) -> None:
+    async def _apply(self, new: RoutingTable, event: str, caller: dict, rollout=KEEP,
+                     **why) -> None:
         """Persist, then swap: the order that makes a failed save change nothing.
 
+        `new` was made from the table in force; if another change got there
+        first (in a fleet, saving yields), this one is stale and refused.
         `rollout` is the rollout as it will be after this change (KEEP: as it is;
         None: none, so an ended rollout's line does not outlive the next change
         by hand); it is saved with the table and takes effect with it.
         """
-        old, old_rollout = self.table, self.rollout
-        rollout = old_rollout if rollout is KEEP else rollout
-        for pool, weight in new.weights.items():
-            if weight > 0:
-                self.deadlines.cancel(pool)  # traffic again: a drain's deadline no longer applies
-        save(self.state_file, saved_state(new, rollout))
-        self.plane.set_table(new)
-        self.rollout = rollout
+        async with self._writing:
+            old, old_rollout = self.table, self.rollout
+            if new.generation != old.generation + 1:
+                raise StaleState(f"the routing state moved to generation {old.generation} "
+                                 "meanwhile; nothing changed")
+            rollout = old_rollout if rollout is KEEP else rollout
+            await self.store.save(saved_state(new, rollout))
+            for pool, weight in new.weights.items():
+                if weight > 0:
+                    self.deadlines.cancel(pool)  # traffic again: a drain's deadline is moot
+            self.plane.set_table(new)
+            self.rollout = rollout
         if rollout is not None and rollout is not old_rollout and old_rollout is not None \
                 and old_rollout.active and not rollout.active:
             self.announce_end(rollout)
         self.events.emit(event, old=dict(old.weights), new=dict(new.weights),
                          generation=new.generation, previous=new.previous, **why, **caller)
+        self.clock.follow()
 
     def ended(self, state: str, reason: str) -> Rollout | None:
         """The active rollout as it would be once ended (None when none is active)."""
@@ -248,10 +234,12 @@ class Controller:
         in status, saved with the next change."""
         self.rollout = rollout
 
-    def complete(self, done: Rollout) -> None:
-        """The last step held: the rollout ends, traffic stays where it is."""
-        save(self.state_file, saved_state(self.table, done))
-        self.rollout = done
+    async def complete(self, done: Rollout) -> None:
+        """The last step held: the rollout ends, traffic stays where it is.  The
+        table is saved again as it is (same generation, so it is not `_apply`)."""
+        async with self._writing:
+            await self.store.save(saved_state(self.table, done))
+            self.rollout = done
         self.announce_end(done)
 
     def announce_end(self, r: Rollout) -> None:
@@ -264,19 +252,41 @@ class Controller:
 
     def restore(self, saved: SavedState) -> None:
         """The state a previous process saved: its table, and its rollout, held."""
-        known = {name: {u.label for u in pool.upstreams} for name, pool in self.plane.pools.items()}
-        self.plane.set_table(table_from_saved(saved, known))
-        if saved.rollout:
-            try:
-                self.rollout, held = restored_rollout(saved.rollout)
-            except (TypeError, ValueError, IndexError, KeyError) as exc:
-                self.events.emit("rollout_not_restored", level="warning", error=repr(exc))
-                return
-            if held:
-                self.events.emit("rollout_held", level="warning", reason=self.rollout.reason)
+        self.plane.set_table(table_from_saved(saved, self._known()))
+        rollout = self._rollout_of(saved)
+        if rollout is not None and rollout.active:
+            self.rollout = held(rollout)
+            self.events.emit("rollout_held", level="warning", reason=self.rollout.reason)
+        else:
+            self.rollout = rollout
+
+    def _rollout_of(self, saved: SavedState) -> Rollout | None:
+        try:
+            return saved_rollout(saved.rollout)
+        except (TypeError, ValueError, IndexError, KeyError) as exc:
+            self.events.emit("rollout_not_restored", level="warning", error=repr(exc))
+            return None
+
+    def _known(self) -> dict[str, set[str]]:
+        return {name: {u.label for u in pool.upstreams} for name, pool in self.plane.pools.items()}
 
     def persist(self) -> None:
+        """This host's state file, as in force (at start and at stop; never etcd)."""
         save(self.state_file, saved_state(self.table, self.rollout))
+
+    def adopt(self, saved: SavedState) -> None:
+        """The fleet's state, as another host wrote it (cluster/fleet.py): in force
+        here now, as if this host had made the change.  Grace periods run on this
+        host's clock from now; a drain's deadline stays with the host that drained."""
+        old = self.table
+        grace = grace_after(old, saved.weights, self.plane.loop.time(),
+                            self.plane.config.sticky.grace)
+        new = table_from_saved(saved, self._known(), grace)
+        self.plane.set_table(new)
+        self.rollout = self._rollout_of(saved)
+        self.events.emit("fleet_state_applied", old=dict(old.weights), new=dict(new.weights),
+                         generation=new.generation, previous=new.previous)
+        self.clock.follow()
 
     async def start_rollout(self, cmd: Cutover, caller: dict, expected: int | None = None) -> dict:
         """Start stepping traffic to `cmd.to`; the proxy runs it from here (202)."""
@@ -286,11 +296,3 @@ class Controller:
     async def close(self) -> None:
         self.deadlines.close()
         await self.clock.close()
-
-
-def caller_of(peer: tuple[int, int, int] | None) -> dict:
-    """Log fields naming who made a change (pid, uid, gid from SO_PEERCRED)."""
-    if peer is None:
-        return internal()
-    pid, uid, gid = peer
-    return {"uid": uid, "pid": pid, "gid": gid}

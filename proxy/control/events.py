@@ -11,6 +11,7 @@ import itertools
 import os
 import time
 from collections import deque
+from typing import Any
 
 MAX_EVENTS = 500
 
@@ -34,3 +35,16 @@ class EventLog:
     def list(self, limit: int | None = None, after: int = 0) -> list[dict]:
         items = [e for e in self.recent if e["seq"] > after]
         return items[-limit:] if limit else items
+
+
+def internal(via: str = "rollout") -> dict[str, Any]:
+    """Log fields for a change the proxy made itself."""
+    return {"uid": os.getuid(), "pid": os.getpid(), "via": via}
+
+
+def caller_of(peer: tuple[int, int, int] | None) -> dict:
+    """Log fields naming who made a change (pid, uid, gid from SO_PEERCRED)."""
+    if peer is None:
+        return internal()
+    pid, uid, gid = peer
+    return {"uid": uid, "pid": pid, "gid": gid}

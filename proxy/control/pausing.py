@@ -11,7 +11,7 @@ import asyncio
 import time
 
 from ..commands import ConflictError, Pause
-from .progressive import internal
+from .events import internal
 
 
 class Pauses:

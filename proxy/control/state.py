@@ -41,6 +41,17 @@ class SavedState:
         }
 
 
+class StateFile:
+    """Where one host keeps its routing state.  A fleet's store (cluster/store.py)
+    has the same `save`, writing to etcd first."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    async def save(self, state: SavedState) -> None:
+        save(self.path, state)
+
+
 def save(path: str, state: SavedState) -> None:
     """Write `state` to `path` atomically, or raise StateError and change nothing."""
     directory = os.path.dirname(os.path.abspath(path))

@@ -47,24 +47,71 @@ def grace_after(table: RoutingTable, weights: dict[str, int], now: float,
     return out
 
 
-def table_from_saved(saved: SavedState, known: dict[str, set[str]]) -> RoutingTable:
+def table_from_saved(saved: SavedState, known: dict[str, set[str]],
+                     grace_until: dict[str, float] | None = None) -> RoutingTable:
     """The saved table, minus disabled upstreams the config no longer has."""
     disabled = {p: frozenset(a for a in addrs if a in known.get(p, ()))
                 for p, addrs in saved.disabled.items()}
     return table_from(saved.weights, saved.generation, saved.previous, saved.epochs,
-                      disabled=disabled)
+                      grace_until=grace_until, disabled=disabled)
 
 
-def restored_rollout(data: dict) -> tuple[Rollout, bool]:
-    """A saved rollout, and whether it was active: then it is held, since nobody can
-    know what happened while the proxy was down.  Raises on a malformed one."""
+def saved_rollout(data: dict | None) -> Rollout | None:
+    """The rollout saved with a state; raises on a malformed one."""
+    if not data:
+        return None
     r = Rollout.from_json(data)
     r.percent  # noqa: B018 - a step index out of range fails here
-    if not r.active:
-        return r, False
+    return r
+
+
+def held(r: Rollout) -> Rollout:
+    """An active rollout a restarted proxy found saved: held, since nobody can know
+    what happened while the proxy was down."""
     return replace(r, state=HELD, reason=(
         f"proxy restarted during step {r.step_index + 1} ({r.percent}% to {r.target}); "
-        "holding there: run the cutover again to continue, or roll back")), True
+        "holding there: run the cutover again to continue, or roll back"))
+
+
+def weighted(table: RoutingTable, weights: dict[str, int], now: float,
+             grace: float) -> RoutingTable:
+    """New weights: the rollback target and grace periods follow (`now` on the loop's clock)."""
+    return table_from(weights, generation=table.generation + 1,
+                      previous=previous_after(table, weights), epochs=dict(table.epochs),
+                      grace_until=grace_after(table, weights, now, grace),
+                      disabled=dict(table.disabled))
+
+
+def grace_ended(table: RoutingTable, graced: list[str]) -> RoutingTable:
+    """A rollback with traffic already back on one pool: the cookies of the pools
+    still in their grace period stop working now."""
+    epochs = dict(table.epochs)
+    for pool in graced:
+        epochs[pool] = epochs.get(pool, 0) + 1
+    return table_from(dict(table.weights), generation=table.generation + 1, previous=None,
+                      epochs=epochs, grace_until={}, disabled=dict(table.disabled))
+
+
+def drained(table: RoutingTable, pool: str) -> RoutingTable:
+    """No new requests to `pool`, its cookies included (no grace); 409 when no other
+    pool has weight."""
+    weights = dict(table.weights)
+    weights[pool] = 0
+    if not any(weights.values()):
+        raise ConflictError(f"cannot drain {pool}: no other pool has weight")
+    grace = {p: t for p, t in table.grace_until.items() if p != pool}
+    return table_from(weights, generation=table.generation + 1,
+                      previous=previous_after(table, weights), epochs=dict(table.epochs),
+                      grace_until=grace, disabled=dict(table.disabled))
+
+
+def toggled(table: RoutingTable, pool: str, off: set[str]) -> RoutingTable:
+    """`off` as the disabled upstreams of `pool`."""
+    disabled = dict(table.disabled)
+    disabled[pool] = frozenset(off)
+    return table_from(dict(table.weights), generation=table.generation + 1,
+                      previous=table.previous, epochs=dict(table.epochs),
+                      grace_until=dict(table.grace_until), disabled=disabled)
 
 
 def refuse_emptying(table: RoutingTable, pool, off: set[str], address: str) -> None:
