@@ -19,6 +19,7 @@ import signal
 import structlog
 
 from . import config as config_module
+from .cluster.fleet import Fleet
 from .commands import CommandError
 from .control import state as state_module
 from .control.admin import AdminServer
@@ -39,7 +40,8 @@ from .workers.supervisor import Supervisor
 # opened at start, the log set up at start.  A reload that changes one keeps
 # the old value in force (and recorded as such) and names it in
 # `restart_needed`.
-RESTART_ONLY = ("listen", "admin", "state_file", "secret_file", "log", "metrics", "workers")
+RESTART_ONLY = ("listen", "admin", "state_file", "secret_file", "log", "metrics", "workers",
+                "cluster")
 
 
 class Server:
@@ -60,6 +62,7 @@ class Server:
         self.health: HealthChecker | None = None
         self.admin: AdminServer | None = None
         self.metrics = None  # the read-only TCP metrics endpoint, when metrics.listen is set
+        self.fleet: Fleet | None = None  # with `cluster`: the routing state is on etcd
         self._timers: list[asyncio.Task] = []
 
     # -- start ---------------------------------------------------------------------
@@ -93,6 +96,12 @@ class Server:
         self.plane.on_passive_failure = self.health.passive_failure
         self.health.sync()
         await self.health.check_all_once()
+        if cfg.cluster is not None:
+            # After the first health checks, so that the record this host
+            # publishes says how its pools are from the start.
+            self.fleet = Fleet(cfg.cluster, cfg.state_file, self.plane, self.events, self.log)
+            self.fleet.attach(self.controller)
+            await self.fleet.start()
         settle = self.supervisor.sync if self.supervisor is not None else None
         self.admin = AdminServer(self.controller, cfg, self.log, self.reload,
                                  metrics=lambda: render_metrics(self.controller),
@@ -205,6 +214,8 @@ class Server:
             task.cancel()
         if self.controller is not None:
             await self.controller.close()
+        if self.fleet is not None:
+            await self.fleet.close()  # leaves the fleet now, not when its lease runs out
         if self.health is not None:
             await self.health.close()
         if self.admin is not None:

@@ -48,17 +48,18 @@ def test_swap_writes_only_over_the_revision_it_read(etcd):
     async def scenario():
         client = Etcd([etcd.url])
         try:
-            created, _ = await client.swap(b"/t2/state", b"one", expected=0)
+            created, mine = await client.swap(b"/t2/state", b"one", expected=0)
             again, there = await client.swap(b"/t2/state", b"two", expected=0)
             value, _ = await client.get(b"/t2/state")
             moved, _ = await client.swap(b"/t2/state", b"three", expected=value.mod_revision)
             stale, now = await client.swap(b"/t2/state", b"four", expected=value.mod_revision)
-            return created, again, there, moved, stale, now
+            return created, mine, again, there, moved, stale, now
         finally:
             await client.close()
 
-    created, again, there, moved, stale, now = run(scenario())
+    created, mine, again, there, moved, stale, now = run(scenario())
     assert created and not again and there.value == b"one"
+    assert mine.mod_revision == there.mod_revision  # the revision of what we wrote
     assert moved and not stale and now.value == b"three"  # the second writer sees the first's
 
 

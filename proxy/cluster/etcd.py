@@ -120,22 +120,27 @@ class Etcd:
         data = await self._call("/v3/kv/put", body)
         return int(data["header"]["revision"])
 
-    async def swap(self, key: bytes, value: bytes, expected: int) -> tuple[bool, Value | None]:
+    async def swap(self, key: bytes, value: bytes, expected: int, lease: int = 0
+                   ) -> tuple[bool, Value | None]:
         """Write `value` at `key` only if the key's mod_revision is still `expected`
-        (0: only if the key does not exist).  (True, None) when written; (False,
-        what is there now) when someone else wrote first."""
+        (0: only if the key does not exist), under `lease` if given.  (True, what
+        was written, with its revision) or (False, what is there now, None when
+        nothing is) when someone else wrote first."""
         compare = {"key": _b64(key), "result": "EQUAL"}
         if expected:
             compare.update(target="MOD", mod_revision=str(expected))
         else:
             compare.update(target="CREATE", create_revision="0")
+        put = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            put["lease"] = str(lease)
         data = await self._call("/v3/kv/txn", {
             "compare": [compare],
-            "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}],
+            "success": [{"request_put": put}],
             "failure": [{"request_range": {"key": _b64(key)}}],
         })
         if data.get("succeeded"):
-            return True, None
+            return True, Value(key, value, int(data["header"]["revision"]), lease)
         kvs = data["responses"][0]["response_range"].get("kvs") or []
         return False, (_value(kvs[0]) if kvs else None)
 

@@ -67,7 +67,8 @@ class Controller:
     # -- queries -------------------------------------------------------------------
 
     def status(self) -> dict:
-        return state_view(self.plane, self.rollout)
+        view = state_view(self.plane, self.rollout)
+        return view if self.peers is None else {**view, "cluster": self.peers.view()}
 
     def check_generation(self, expected: int | None) -> None:
         if expected is not None and expected != self.table.generation:

@@ -55,7 +55,7 @@ class StateFile:
 def save(path: str, state: SavedState) -> None:
     """Write `state` to `path` atomically, or raise StateError and change nothing."""
     directory = os.path.dirname(os.path.abspath(path))
-    data = json.dumps(state.to_json(), indent=2, sort_keys=True).encode() + b"\n"
+    data = encode(state)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=directory)
@@ -99,13 +99,34 @@ def load(path: str, pools: list[str]) -> tuple[SavedState | None, str | None]:
     except (OSError, ValueError) as exc:
         return None, f"{path}: unreadable state file ({exc})"
     try:
+        return checked(raw, pools), None
+    except ValueError as exc:
+        return None, f"{path}: {exc}; using the config's weights"
+
+
+def decode(data: bytes, pools: list[str]) -> SavedState:
+    """A state as a fleet's store holds it (the state file's JSON); ValueError
+    saying why when it is not one, or not for these pools."""
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    return checked(raw, pools)
+
+
+def encode(state: SavedState) -> bytes:
+    return json.dumps(state.to_json(), indent=2, sort_keys=True).encode() + b"\n"
+
+
+def checked(raw, pools: list[str]) -> SavedState:
+    try:
         state = _parse(raw)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        return None, f"{path}: invalid state file ({exc})"
+        raise ValueError(f"invalid state file ({exc})") from None
     if set(state.weights) != set(pools):
-        return None, (f"{path}: state names pools {sorted(state.weights)} but the config has "
-                      f"{sorted(pools)}; using the config's weights")
-    return state, None
+        raise ValueError(f"state names pools {sorted(state.weights)} but the config has "
+                         f"{sorted(pools)}")
+    return state
 
 
 def _parse(raw: dict) -> SavedState:
