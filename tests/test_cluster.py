@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 
 import pytest
@@ -82,6 +83,13 @@ def test_a_cutover_and_a_rollback_on_one_host_reach_every_host(fleet):
     wait_for(lambda: routes_all_to([a, b, c], "green"), 5, 0.05, what="green on every host")
     generations = {h.status()["generation"] for h in (a, b, c)}
     assert generations == {1}
+    # The person's view: every host, its generation; the metrics an alert needs.
+    text = b.cli("status", check=True).stdout
+    assert "fleet /sy/" in text and "this host is b, etcd reachable" in text
+    assert [line.split()[:2] for line in text.splitlines() if line[:2] in ("a ", "b ", "c ")] \
+        == [["a", "1"], ["b", "1"], ["c", "1"]]
+    metrics = admin(c, "GET", "/metrics")[2].decode()
+    assert "switchyard_cluster_reachable 1" in metrics and "switchyard_cluster_hosts 3" in metrics
     for h in (b, c):
         applied = h.events("fleet_state_applied")[-1]
         assert applied["generation"] == 1 and applied["new"] == {"blue": 0, "green": 100}
@@ -217,3 +225,22 @@ def test_a_host_that_stops_leaves_the_fleet_at_once(fleet):
     # Its lease is revoked on the way out, not left to run out in 30 s.
     wait_for(lambda: [h["host"] for h in a.status()["cluster"]["hosts"]] == ["a"], 5, 0.1,
              what="b gone from a's view")
+
+
+def test_a_frozen_etcd_is_unreachable_and_the_watch_is_made_again_after_it(fleet, etcd):
+    """SIGSTOP: etcd's connections stay open and silent, as when its machine vanishes
+    from the network.  A watch on such a connection would wait forever; the hosts
+    drop it when calls time out, and watch again once etcd answers."""
+    a, b = fleet(names=("a", "b"))
+    os.kill(etcd.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: not any(h.status()["cluster"]["reachable"] for h in (a, b)), 15, 0.2,
+                 what="both hosts to notice")
+        assert all(pool_of(h) == "blue" for h in (a, b))  # traffic keeps its routing
+    finally:
+        os.kill(etcd.proc.pid, signal.SIGCONT)
+    wait_for(lambda: all(h.status()["cluster"]["reachable"] for h in (a, b)), 15, 0.2,
+             what="both hosts to reach etcd again")
+    assert admin(a, "POST", "/cutover", {"to": "green"})[0] == 200
+    wait_for(lambda: routes_all_to([a, b], "green"), 5, 0.05, what="green on both")
+    assert b.events("fleet_state_applied")[-1]["generation"] == 1

@@ -59,6 +59,9 @@ def render_status(data: dict) -> str:
                          str(w["requests"]), str(w.get("clients", "-")),
                          str(w.get("restarts", 0))))
         lines += table(rows)
+    if data.get("cluster"):
+        lines.append("")
+        lines += fleet_lines(data["cluster"])
     if data.get("grace"):
         lines.append("")
         lines.append("grace: " + ", ".join(f"{p} honours cookies for {s}s more"
@@ -67,6 +70,23 @@ def render_status(data: dict) -> str:
         lines.append("")
         lines.append("rollout: " + rollout_line(data["rollout"], data))
     return "\n".join(lines)
+
+
+def fleet_lines(fleet: dict) -> list[str]:
+    """The fleet this host is part of: etcd's reachability, then every live host."""
+    if fleet["reachable"]:
+        head = f"fleet {fleet['key']}: this host is {fleet['host']}, etcd reachable"
+    else:
+        head = (f"fleet {fleet['key']}: this host is {fleet['host']}, ETCD UNREACHABLE since "
+                f"{fleet['unreachable_since']} ({fleet['unreachable_for']:.0f}s): routing on the "
+                "last known state, changes refused")
+    rows = [("HOST", "GENERATION", "UNHEALTHY POOLS", "ROLE")]
+    for h in fleet["hosts"]:
+        sick = [p for p, v in h["pools"].items() if not v["healthy"]]
+        role = ("leader" if h["leader"] else "") + (" (this host)" if h["self"] else "")
+        rows.append((h["host"], str(h["generation"]), ", ".join(sick) or "-",
+                     role.strip() or "-"))
+    return [head, *table(rows)]
 
 
 def reload_summary(data: dict) -> str:

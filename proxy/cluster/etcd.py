@@ -172,6 +172,9 @@ class Etcd:
                     if not line.strip():
                         continue
                     result = json.loads(line).get("result") or {}
+                    if result.get("canceled"):  # e.g. its revision was compacted away
+                        raise Unreachable(f"{url}: watch canceled by etcd: "
+                                          f"{result.get('cancel_reason', '')}")
                     events = [Event("delete" if e.get("type") == "DELETE" else "put",
                                     _unb64(e["kv"].get("key")), _unb64(e["kv"].get("value")),
                                     int(e["kv"].get("mod_revision", 0)))

@@ -10,12 +10,15 @@ fleet's summed counters to judge them on (members.py).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from ..control.tables import saved_state
 from .etcd import Etcd, Unreachable
 from .members import PUBLISH, Membership
 from .store import Reachability, SharedState
+
+CHECK_EVERY = 10  # beats between two reads of the state beside the watch (5 s)
 
 
 class Fleet:
@@ -52,9 +55,14 @@ class Fleet:
         self._tasks = [loop.create_task(self.store.follow()), loop.create_task(self._beat())]
 
     async def _beat(self) -> None:
-        while True:
+        for count in itertools.count(1):
             await asyncio.sleep(PUBLISH)
             await self.members.beat()
+            if count % CHECK_EVERY == 0:
+                try:
+                    await self.store.check()
+                except Unreachable as exc:
+                    self.reach.down(exc)
 
     # -- what the controller asks (controller.peers) -------------------------------
 

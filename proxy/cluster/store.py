@@ -36,6 +36,9 @@ class Reachability:
         self.events = events
         self.since: float | None = None
         self.error = ""
+        # Set while etcd does not answer: a watch that looks open may be dead (a
+        # host that vanished sends no reset), so it is dropped and made again.
+        self.lost = asyncio.Event()
 
     @property
     def reachable(self) -> bool:
@@ -45,9 +48,11 @@ class Reachability:
         if self.since is not None:
             self.events.emit("cluster_reachable", after=round(time.time() - self.since, 1))
             self.since, self.error = None, ""
+            self.lost.clear()
 
     def down(self, exc: Exception) -> None:
         self.error = str(exc)
+        self.lost.set()
         if self.since is None:
             self.since = time.time()
             self.events.emit("cluster_unreachable", level="error", error=self.error)
@@ -135,15 +140,39 @@ class SharedState:
         while True:
             try:
                 revision = await self.sync()
-                async for events in self.etcd.watch(self.key, revision + 1):
-                    for event in events:
-                        if event.kind == "put":
-                            self.take(Value(event.key, event.value, event.mod_revision))
-                        else:
-                            self.revision = 0  # deleted: this host's next change recreates it
+                await self._watch(revision + 1)
             except Unreachable as exc:
                 self.reach.down(exc)
             await asyncio.sleep(RETRY)
+
+    async def _watch(self, start: int) -> None:
+        """Apply each change from `start` on, until the watch breaks or any call to
+        etcd fails (then the watch may be dead without knowing it)."""
+        async def changes() -> None:
+            async for events in self.etcd.watch(self.key, start):
+                for event in events:
+                    if event.kind == "put":
+                        self.take(Value(event.key, event.value, event.mod_revision))
+                    else:
+                        self.revision = 0  # deleted: this host's next change recreates it
+
+        watch = asyncio.ensure_future(changes())
+        lost = asyncio.ensure_future(self.reach.lost.wait())
+        try:
+            await asyncio.wait({watch, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            lost.cancel()
+            await asyncio.gather(watch, lost, return_exceptions=True)
+        if watch.done() and not watch.cancelled() and watch.exception() is not None:
+            raise watch.exception()
+
+    async def check(self) -> None:
+        """A look at the key beside the watch (fleet.py does it every few beats):
+        a change a broken watch missed is taken all the same."""
+        value, _ = await self.etcd.get(self.key)
+        if value is not None:
+            self.take(value)
 
     async def _seed(self) -> None:
         """An empty key (a new fleet, or etcd lost its data): this host's state

@@ -285,8 +285,9 @@ class Controller:
         new = table_from_saved(saved, self._known(), grace)
         self.plane.set_table(new)
         self.rollout = self._rollout_of(saved)
-        self.events.emit("fleet_state_applied", old=dict(old.weights), new=dict(new.weights),
-                         generation=new.generation, previous=new.previous)
+        if new.generation != old.generation:
+            self.events.emit("fleet_state_applied", old=dict(old.weights), new=dict(new.weights),
+                             generation=new.generation, previous=new.previous)
         self.clock.follow()
 
     async def start_rollout(self, cmd: Cutover, caller: dict, expected: int | None = None) -> dict:

@@ -20,7 +20,20 @@ def render(controller) -> str:
     _upstreams(out, plane)
     _routing(out, controller)
     _workers(out, plane)
+    if controller.peers is not None:
+        _fleet(out, controller.peers.view())
     return "\n".join(out) + "\n"
+
+
+def _fleet(out: list[str], fleet: dict) -> None:
+    """With `cluster`: what an alert on a fleet needs (etcd gone, a host gone)."""
+    _family(out, "switchyard_cluster_reachable", "gauge", "1 while etcd answers this host.")
+    out.append(f"switchyard_cluster_reachable {int(fleet['reachable'])}")
+    _family(out, "switchyard_cluster_hosts", "gauge", "Live hosts of the fleet, as last read.")
+    out.append(f"switchyard_cluster_hosts {len(fleet['hosts'])}")
+    _family(out, "switchyard_cluster_leader", "gauge",
+            "1 on the host that runs the fleet's rollouts.")
+    out.append(f"switchyard_cluster_leader {int(fleet['leading'])}")
 
 
 def _family(out: list[str], name: str, kind: str, help_text: str) -> None:
