@@ -214,9 +214,10 @@ def test_a_rollout_goes_on_when_the_host_running_it_dies(fleet):
     assert all(h.status()["weights"] == {"blue": 0, "green": 100} for h in rest)
     assert routes_all_to(rest, "green")
     assert {x["host"] for x in rest[0].status()["cluster"]["hosts"]} == {h.dir.name for h in rest}
-    # The host that took over ran the rest of it: it saved the end.
+    # A host that took over ran the rest of it and saved the end (on a loaded
+    # machine a 2 s lease can pass from one survivor to the other meanwhile).
     assert by_name[new].event("cluster_leader") is not None
-    assert by_name[new].event("rollout_completed") is not None
+    assert any(h.event("rollout_completed") for h in rest)
 
 
 def test_a_host_that_stops_leaves_the_fleet_at_once(fleet):
