@@ -212,10 +212,12 @@ class Server:
             await self.serving.drain(self.config.timeouts.drain)
         for task in self._timers:
             task.cancel()
+        if self.fleet is not None:
+            # Leaves the fleet now, not when its lease runs out; first, so that no
+            # change from etcd restarts the rollout clock once it is closed.
+            await self.fleet.close()
         if self.controller is not None:
             await self.controller.close()
-        if self.fleet is not None:
-            await self.fleet.close()  # leaves the fleet now, not when its lease runs out
         if self.health is not None:
             await self.health.close()
         if self.admin is not None:

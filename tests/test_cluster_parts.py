@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import pytest
 
 from proxy.cluster.etcd import Etcd
-from proxy.cluster.members import Membership
+from proxy.cluster.members import Membership, Tally
 from proxy.cluster.store import FleetUnavailable, Reachability, SharedState
 from proxy.commands import StaleState
 from proxy.control.state import SavedState, encode
 from proxy.dataplane.router import table_from
-from proxy.dataplane.stats import BOUNDS
+from proxy.dataplane.stats import BOUNDS, Snapshot
 
 from .kit.etcd import EtcdServer
 
@@ -48,7 +48,7 @@ def host(etcd_url: str, key: str, tmp_path, name: str, state: SavedState):
     """A SharedState as one host has it: `state` in force, adopting what it is given."""
     events = Events()
     client = Etcd([etcd_url], timeout=1.0)
-    store = SharedState(client, key, str(tmp_path / f"{name}.json"), ["blue", "green"],
+    store = SharedState(client, key, str(tmp_path / f"{name}.json"), lambda: ["blue", "green"],
                         Reachability(events), events, Log())
     held = {"state": state}
     store.current = lambda: held["state"]
@@ -106,7 +106,7 @@ def test_etcd_unreachable_is_a_503_that_changes_nothing_and_says_since_when(etcd
     async def scenario():
         events = Events()
         client = Etcd(["http://127.0.0.1:9"], timeout=0.5)  # nothing listens there
-        store = SharedState(client, "/p3", str(tmp_path / "s.json"), ["blue", "green"],
+        store = SharedState(client, "/p3", str(tmp_path / "s.json"), lambda: ["blue", "green"],
                             Reachability(events), events, Log())
         try:
             with pytest.raises(FleetUnavailable) as raised:
@@ -151,7 +151,14 @@ def test_hosts_publish_health_and_counters_and_one_of_them_leads(etcd):
             await a.beat()  # a reads b's record
             first = (a.leading, b.leading, a.leader, b.leader)
             unhealthy = await a.unhealthy("green")
-            total = a.counters("green")
+            a.counters("green")  # the mark a rollout's step would take
+            for p, (requests, errors) in ((a.plane, (14, 1)), (b.plane, (16, 5))):
+                green = p.pools["green"]
+                green.requests, green.errors = requests, errors
+                green.latency.counts[0] = requests
+            await b.beat()
+            await a.beat()
+            total = a.counters("green")  # what both hosts counted since the mark
             await a.leave()  # a stops: its lease, record and leader key go now
             await b.beat()
             return first, unhealthy, total, b.leading, sorted(b.records)
@@ -162,5 +169,24 @@ def test_hosts_publish_health_and_counters_and_one_of_them_leads(etcd):
     first, unhealthy, total, b_leads, b_sees = asyncio.run(scenario())
     assert first == (True, False, "a", "a")
     assert unhealthy == ["b"]
-    assert (total.requests, total.errors, total.latency[0]) == (10, 3, 10)
+    assert (total.requests, total.errors, total.latency[0]) == (20, 3, 20)
     assert b_leads and b_sees == ["b"]
+
+
+def snap(requests: int, errors: int) -> Snapshot:
+    return Snapshot(requests, errors, (requests,) + (0,) * len(BOUNDS))
+
+
+def test_the_fleets_counters_never_go_back():
+    """A rollout's window is the difference of two sums: a host that joins brings no
+    history, one that restarts goes on from what it had, one that leaves keeps it."""
+    tally = Tally()
+    tally.see("a", "green", snap(100, 5))
+    tally.see("a", "green", snap(110, 6))
+    assert (tally.total("green").requests, tally.total("green").errors) == (10, 1)
+    tally.see("b", "green", snap(5000, 900))  # joins with a history: none of it counts
+    tally.see("b", "green", snap(5004, 900))
+    assert tally.total("green").requests == 14
+    tally.see("a", "green", snap(3, 3))  # a restarted: its 10 stay, its 3 new ones add
+    assert (tally.total("green").requests, tally.total("green").errors) == (17, 4)
+    assert tally.total("green").latency[0] == 17 and tally.total("blue").requests == 0

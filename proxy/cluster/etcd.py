@@ -73,18 +73,25 @@ class Etcd:
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._current = 0  # the endpoint that answered last
+        self._closed = False
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
 
     def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise Unreachable("the etcd client is closed (this host is leaving the fleet)")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
         return self._session
 
     async def _call(self, path: str, body: dict) -> dict:
-        """POST `body` to `path` on the endpoint that answered last, then the others."""
+        """POST `body` to `path` on the endpoint that answered last, then the others.
+
+        An error answer counts as that endpoint failing (a member without
+        quorum answers 503 "no leader" while another member is fine)."""
         errors = []
         for i in range(len(self.endpoints)):
             index = (self._current + i) % len(self.endpoints)
@@ -93,12 +100,15 @@ class Etcd:
                 async with self._client().post(
                         url, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
                     data = await resp.json(content_type=None)
-                    if resp.status != 200:
-                        raise Unreachable(f"{url}: {resp.status} {data.get('message', data)}")
-                    self._current = index
-                    return data
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
                 errors.append(f"{url}: {exc or exc.__class__.__name__}")
+                continue
+            if resp.status != 200 or not isinstance(data, dict) or "error" in data:
+                message = data.get("message", data) if isinstance(data, dict) else data
+                errors.append(f"{url}: {resp.status} {message}")
+                continue
+            self._current = index
+            return data
         raise Unreachable("; ".join(errors))
 
     async def get(self, key: bytes) -> tuple[Value | None, int]:
@@ -149,7 +159,9 @@ class Etcd:
         return int(data["ID"])
 
     async def keep_alive(self, lease: int) -> int:
-        """Renew `lease` once; its remaining TTL (0: it had expired)."""
+        """Renew `lease` once; its remaining TTL (0: it had expired).  The gateway
+        streams this call: an error arrives as `{"error": ...}` with status 200,
+        which _call refuses, so an error is never read as an expired lease."""
         data = await self._call("/v3/lease/keepalive", {"ID": str(lease)})
         return int((data.get("result") or {}).get("TTL", 0))
 

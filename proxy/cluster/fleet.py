@@ -27,11 +27,12 @@ class Fleet:
         self.name = cluster.host
         self.etcd = Etcd(list(cluster.etcd), cluster.timeout)
         self.reach = Reachability(events)
-        self.store = SharedState(self.etcd, cluster.key, state_file, list(plane.pools),
+        self.store = SharedState(self.etcd, cluster.key, state_file, lambda: list(plane.pools),
                                  self.reach, events, log)
         self.members = Membership(self.etcd, cluster.key, cluster.host, cluster.lease, plane,
                                   self.reach, events)
         self.members.revision = lambda: self.store.revision
+        self.log = log
         self._tasks: list[asyncio.Task] = []
 
     def attach(self, controller) -> None:
@@ -43,26 +44,30 @@ class Fleet:
         self.members.on_leading = controller.clock.follow
 
     async def start(self) -> None:
-        """One look at etcd before serving, bounded by `cluster.timeout`: the
-        fleet's state is in force from the first request when etcd answers, and
-        this host's saved state when it does not.  Then in the background."""
+        """One look at etcd before serving, bounded by `cluster.timeout` per
+        endpoint: the fleet's state is in force from the first request when etcd
+        answers, and this host's saved state when it does not.  Then in the
+        background."""
         await self.members.beat()
-        try:
-            await self.store.sync()
-        except Unreachable as exc:
-            self.reach.down(exc)
+        if self.reach.reachable:
+            try:
+                await self.store.sync()
+            except Unreachable as exc:
+                self.reach.down(exc)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.store.follow()), loop.create_task(self._beat())]
 
     async def _beat(self) -> None:
         for count in itertools.count(1):
             await asyncio.sleep(PUBLISH)
-            await self.members.beat()
+            await self.members.beat()  # never raises
             if count % CHECK_EVERY == 0:
                 try:
                     await self.store.check()
                 except Unreachable as exc:
                     self.reach.down(exc)
+                except Exception as exc:  # noqa: BLE001 - the beat must go on
+                    self.log.error("fleet_check_failed", error=repr(exc))
 
     # -- what the controller asks (controller.peers) -------------------------------
 
@@ -70,7 +75,9 @@ class Fleet:
         return await self.members.unhealthy(pool)
 
     def leads(self) -> bool:
-        return self.members.leading
+        # Not past our lease's end even before a beat notices: by then another
+        # host may hold the leader key.
+        return self.members.leading and self.members.lease_alive()
 
     def counters(self, pool: str):
         return self.members.counters(pool)

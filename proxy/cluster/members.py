@@ -40,6 +40,7 @@ class Membership:
         self.leader: str | None = None  # the host named by the leader key, as last read
         self.leading = False  # this host holds the leader key, under its own lease
         self.records: dict[str, dict] = {}  # every live host's record, as last read
+        self.tally = Tally()  # their counters, made fit to judge a rollout on
         self._renewed = 0.0  # monotonic: when etcd last renewed our lease
         # Called when `leading` changes (the rollout clock follows).
         self.on_leading: Callable[[], None] = lambda: None
@@ -65,14 +66,31 @@ class Membership:
             await self._renew()
             await self.etcd.put(self.record_key, json.dumps(self.record()).encode(), self.lease)
             await self._campaign()
-            self.records = _records(await self.etcd.get_prefix(self.prefix))
+            self._read(await self.etcd.get_prefix(self.prefix))
             self.reach.up()
-        except Unreachable as exc:
-            self.reach.down(exc)
-            if time.monotonic() - self._renewed >= self.ttl:
+        except Exception as exc:  # Unreachable; or a reply of a shape we never saw
+            if isinstance(exc, Unreachable):
+                self.reach.down(exc)
+            else:
+                self.events.emit("cluster_beat_failed", level="error", error=repr(exc))
+            if not self.lease_alive():
                 # Our lease has run out by now, and the leader key with it.
                 self.lease = 0
                 self._set_leading(False, None)
+
+    def lease_alive(self) -> bool:
+        """Whether our lease can still be alive: renewed less than its TTL ago."""
+        return bool(self.lease) and time.monotonic() - self._renewed < self.ttl
+
+    def _read(self, values) -> None:
+        self.records = _records(values)
+        for name, record in self.records.items():
+            if name != self.name:
+                for pool, p in record.get("pools", {}).items():
+                    try:
+                        self.tally.see(name, pool, _snapshot(p))
+                    except (ValueError, TypeError, AttributeError):
+                        continue  # a record we cannot read counts nothing
 
     async def _renew(self) -> None:
         if self.lease and await self.etcd.keep_alive(self.lease) > 0:
@@ -117,7 +135,7 @@ class Membership:
     async def unhealthy(self, pool: str) -> list[str]:
         """The other live hosts where `pool` is not healthy, read from etcd now."""
         try:
-            self.records = _records(await self.etcd.get_prefix(self.prefix))
+            self._read(await self.etcd.get_prefix(self.prefix))
         except Unreachable as exc:
             self.reach.down(exc)
             raise self.reach.refusal() from None
@@ -125,20 +143,12 @@ class Membership:
                       and not (r.get("pools", {}).get(pool) or {}).get("healthy"))
 
     def counters(self, pool: str) -> Snapshot:
-        """`pool`'s counters summed over the live hosts: this one's now, the
-        others' as last published."""
+        """`pool`'s counters summed over the hosts: this one's now, the others'
+        as last published (Tally: from when this host first saw each one)."""
         mine = self.plane.pools.get(pool)
-        total = Snapshot.of(mine) if mine is not None else Snapshot.empty()
-        requests, errors, latency = total.requests, total.errors, list(total.latency)
-        for name, r in self.records.items():
-            p = (r.get("pools") or {}).get(pool)
-            if name == self.name or not p:
-                continue
-            requests += int(p.get("requests", 0))
-            errors += int(p.get("errors", 0))
-            for i, count in enumerate((p.get("latency") or [])[:len(BOUNDS) + 1]):
-                latency[i] += int(count)
-        return Snapshot(requests, errors, tuple(latency))
+        self.tally.see(self.name, pool, Snapshot.of(mine) if mine is not None
+                       else Snapshot.empty())
+        return self.tally.total(pool)
 
     def hosts_view(self) -> list[dict]:
         now = time.time()
@@ -152,12 +162,57 @@ class Membership:
         return out
 
 
+class Tally:
+    """Every host's counters for each pool, summed so that the sum never goes back.
+
+    A rollout's window is the difference of two sums, so each host counts from
+    when this host first saw it (one that joins mid-step brings no history),
+    a host whose counters fall (its process restarted) goes on from what it had,
+    and one that leaves keeps what it counted.
+    """
+
+    def __init__(self) -> None:
+        # (host, pool) -> [first seen, last seen, carried over restarts], each a
+        # flat list: requests, errors, then the latency buckets.
+        self._seen: dict[tuple[str, str], list[list[int]]] = {}
+
+    def see(self, host: str, pool: str, snap: Snapshot) -> None:
+        now = [snap.requests, snap.errors, *snap.latency]
+        entry = self._seen.get((host, pool))
+        if entry is None:
+            self._seen[(host, pool)] = [now, now, [0] * len(now)]
+            return
+        first, last, carried = entry
+        if now[0] < last[0]:  # counters went back: that host's process restarted
+            carried = [c + b - a for c, a, b in zip(carried, first, last)]
+            first = [0] * len(now)
+        self._seen[(host, pool)] = [first, now, carried]
+
+    def total(self, pool: str) -> Snapshot:
+        size = len(BOUNDS) + 3
+        out = [0] * size
+        for (_, p), (first, last, carried) in self._seen.items():
+            if p == pool:
+                for i in range(size):
+                    out[i] += carried[i] + last[i] - first[i]
+        return Snapshot(out[0], out[1], tuple(out[2:]))
+
+
+def _snapshot(p: dict) -> Snapshot:
+    """A pool's counters as another host published them; ValueError if malformed."""
+    latency = [int(c) for c in (p.get("latency") or [])][:len(BOUNDS) + 1]
+    latency += [0] * (len(BOUNDS) + 1 - len(latency))
+    return Snapshot(int(p.get("requests", 0)), int(p.get("errors", 0)), tuple(latency))
+
+
 def _records(values) -> dict[str, dict]:
     out = {}
     for v in values:
         try:
             record = json.loads(v.value)
-            out[str(record["host"])] = record
-        except (ValueError, KeyError, TypeError):
+            pools = record.get("pools", {})
+            if isinstance(pools, dict) and all(isinstance(p, dict) for p in pools.values()):
+                out[str(record["host"])] = record
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue  # not a host record: ignored, not fatal
     return out

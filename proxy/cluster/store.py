@@ -64,12 +64,12 @@ class Reachability:
 
 
 class SharedState:
-    def __init__(self, etcd: Etcd, key: str, state_file: str, pools: list[str],
+    def __init__(self, etcd: Etcd, key: str, state_file: str, pools: Callable[[], list[str]],
                  reach: Reachability, events, log) -> None:
         self.etcd = etcd
         self.key = f"{key}/state".encode()
         self.state_file = state_file
-        self.pools = pools
+        self.pools = pools  # the configured pools now (a reload may change them)
         self.reach = reach
         self.events = events
         self.log = log
@@ -77,17 +77,29 @@ class SharedState:
         # Set by the fleet: the state in force here, and how another host's is applied.
         self.current: Callable[[], SavedState] | None = None
         self.adopt: Callable[[SavedState], None] | None = None
+        self._rewatch = asyncio.Event()  # check() found what the watch missed
 
     # -- a change made here --------------------------------------------------------
 
-    async def save(self, state: SavedState) -> None:
-        """Write `state` over the revision in force here, or raise and change nothing."""
+    async def save(self, state: SavedState) -> bool:
+        """Write `state` over the revision in force here, or raise and change nothing.
+
+        True when it is the state in force here now; False when, while etcd
+        answered, the watch already applied a newer one (another host's change,
+        made after ours): ours is saved, but it must not replace that one.
+        """
+        data = encode(state)
+        expected = self.revision
         try:
-            written, there = await self.etcd.swap(self.key, encode(state), self.revision)
+            written, there = await self.etcd.swap(self.key, data, expected)
         except Unreachable as exc:
             self.reach.down(exc)
             raise self.reach.refusal() from None
         self.reach.up()
+        if not written and there is not None and there.value == data:
+            # Our own write, committed by an endpoint that then did not answer in
+            # time and retried on the next one (etcd.py): it is there.
+            written = True
         if not written:
             if there is None:
                 self.revision = 0  # the key was deleted: the next try creates it
@@ -95,8 +107,11 @@ class SharedState:
                 self.take(there)
             raise StaleState("another host changed the fleet's routing state first (now "
                              f"generation {self.current().generation}); nothing changed")
+        if self.revision > there.mod_revision:
+            return False
         self.revision = there.mod_revision
         self._mirror(state)
+        return True
 
     def _mirror(self, state: SavedState) -> None:
         """The state file follows; failing that is logged, not undone: the
@@ -114,7 +129,7 @@ class SharedState:
             return
         self.revision = value.mod_revision
         try:
-            state = decode(value.value, self.pools)
+            state = decode(value.value, self.pools())
         except ValueError as exc:
             # Not applied; this host's next change overwrites it (it holds the revision).
             self.events.emit("fleet_state_refused", level="error", revision=value.mod_revision,
@@ -143,6 +158,8 @@ class SharedState:
                 await self._watch(revision + 1)
             except Unreachable as exc:
                 self.reach.down(exc)
+            except Exception as exc:  # a bug or a reply of a shape we never saw: go on
+                self.log.error("fleet_watch_failed", error=repr(exc))
             await asyncio.sleep(RETRY)
 
     async def _watch(self, start: int) -> None:
@@ -156,14 +173,16 @@ class SharedState:
                     else:
                         self.revision = 0  # deleted: this host's next change recreates it
 
+        self._rewatch.clear()
         watch = asyncio.ensure_future(changes())
         lost = asyncio.ensure_future(self.reach.lost.wait())
+        missed = asyncio.ensure_future(self._rewatch.wait())
         try:
-            await asyncio.wait({watch, lost}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({watch, lost, missed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            watch.cancel()
-            lost.cancel()
-            await asyncio.gather(watch, lost, return_exceptions=True)
+            for task in (watch, lost, missed):
+                task.cancel()
+            await asyncio.gather(watch, lost, missed, return_exceptions=True)
         if watch.done() and not watch.cancelled() and watch.exception() is not None:
             raise watch.exception()
 
@@ -171,8 +190,11 @@ class SharedState:
         """A look at the key beside the watch (fleet.py does it every few beats):
         a change a broken watch missed is taken all the same."""
         value, _ = await self.etcd.get(self.key)
-        if value is not None:
+        if value is not None and value.mod_revision > self.revision:
+            # The watch should have brought it: it is dead (its endpoint gone, say,
+            # while another answers), so it is made again.
             self.take(value)
+            self._rewatch.set()
 
     async def _seed(self) -> None:
         """An empty key (a new fleet, or etcd lost its data): this host's state

@@ -125,14 +125,16 @@ class AdminServer:
 
     async def _handle(self, handler, request: web.Request) -> web.StreamResponse:
         """The handler; run again when its change was stale (another change, in a
-        fleet another host's, got saved first) and the caller did not pin the
-        generation with If-Match: two operators then act in turn, as on one host."""
+        fleet another host's, got saved first): two operators then act in turn, as
+        on one host.  With If-Match, only while the generation it names is still in
+        force (a rollout's end saves the same generation again), else 412."""
         for attempt in range(STALE_RETRIES):
             try:
                 return await handler(request)
             except StaleState:
-                if "If-Match" in request.headers or attempt == STALE_RETRIES - 1:
+                if attempt == STALE_RETRIES - 1:
                     raise
+                self._precondition(request)
         raise AssertionError("unreachable")
 
     # -- handlers ------------------------------------------------------------------

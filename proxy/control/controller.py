@@ -37,17 +37,15 @@ KEEP = object()
 class Controller:
     """The one writer of the routing table and of the rollout saved with it."""
 
-    def __init__(self, plane: DataPlane, state_file: str, events: EventLog,
-                 store=None, peers=None) -> None:
+    def __init__(self, plane: DataPlane, state_file: str, events: EventLog) -> None:
         self.plane = plane
         self.state_file = state_file
         self.events = events
-        # Where a change is saved before it applies: this host's state file, or
-        # the fleet's etcd (which mirrors to the state file).
-        self.store = store or StateFile(state_file)
-        # In a fleet (cluster/fleet.py): the other hosts' health for a cutover,
-        # whether this host runs rollouts, and the fleet's summed counters.
-        self.peers = peers
+        # Where a change is saved before it applies: the state file.  In a fleet,
+        # etcd (cluster/fleet.py sets it, and `peers`: the other hosts' health,
+        # whether this host runs rollouts, the fleet's summed counters).
+        self.store = StateFile(state_file)
+        self.peers = None
         self._writing = asyncio.Lock()  # one change at a time is being saved
         # The rollout as saved with the table (this class writes it, in _apply);
         # the clock that steps and judges it is progressive.py.
@@ -210,7 +208,8 @@ class Controller:
                 raise StaleState(f"the routing state moved to generation {old.generation} "
                                  "meanwhile; nothing changed")
             rollout = old_rollout if rollout is KEEP else rollout
-            await self.store.save(saved_state(new, rollout))
+            if not await self.store.save(saved_state(new, rollout)):
+                return  # saved, and another host's later change is in force already
             for pool, weight in new.weights.items():
                 if weight > 0:
                     self.deadlines.cancel(pool)  # traffic again: a drain's deadline is moot
@@ -231,16 +230,18 @@ class Controller:
         return replace(r, state=state, reason=reason)
 
     def show(self, rollout: Rollout) -> None:
-        """The running rollout as last judged (its window; why it waits): shown
-        in status, saved with the next change."""
+        """The rollout as last judged (its window, why it waits): in status, saved later."""
         self.rollout = rollout
 
     async def complete(self, done: Rollout) -> None:
         """The last step held: the rollout ends, traffic stays where it is.  The
         table is saved again as it is (same generation, so it is not `_apply`)."""
         async with self._writing:
-            await self.store.save(saved_state(self.table, done))
-            self.rollout = done
+            now = self.rollout
+            if now is None or now.id != done.id or not now.active:
+                raise StaleState("the rollout ended or changed meanwhile")
+            if await self.store.save(saved_state(self.table, done)):
+                self.rollout = done
         self.announce_end(done)
 
     def announce_end(self, r: Rollout) -> None:
@@ -255,11 +256,9 @@ class Controller:
         """The state a previous process saved: its table, and its rollout, held."""
         self.plane.set_table(table_from_saved(saved, self._known()))
         rollout = self._rollout_of(saved)
-        if rollout is not None and rollout.active:
-            self.rollout = held(rollout)
+        self.rollout = held(rollout) if rollout is not None and rollout.active else rollout
+        if self.rollout is not rollout:
             self.events.emit("rollout_held", level="warning", reason=self.rollout.reason)
-        else:
-            self.rollout = rollout
 
     def _rollout_of(self, saved: SavedState) -> Rollout | None:
         try:

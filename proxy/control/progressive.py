@@ -133,6 +133,7 @@ class RolloutClock:
         """Judge the rollout `rollout_id` every TICK while it is the one running (a
         newer one, or its end, stops this task)."""
         c = self.controller
+        waiting = False  # for the fleet's store to answer again
         while True:
             await asyncio.sleep(TICK)
             rollout = c.rollout
@@ -140,13 +141,16 @@ class RolloutClock:
                 return
             try:
                 await self._tick(rollout)
+                waiting = False
             except StaleState:
                 continue  # another host changed the state first: judge what is in force now
             except Exception as exc:  # e.g. a failed save: hold, say so, retry nothing
                 if getattr(exc, "status", 0) == 503:
                     # The fleet's store is unreachable: nothing can be saved, nor held;
-                    # try again on the next tick.
-                    c.events.emit("rollout_waiting", level="warning", error=str(exc))
+                    # try again on the next tick (and say so once).
+                    if not waiting:
+                        c.events.emit("rollout_waiting", level="warning", error=str(exc))
+                    waiting = True
                     continue
                 c.events.emit("rollout_failed", level="error", error=repr(exc))
                 if c.rollout is not None and c.rollout.state == RUNNING:

@@ -48,8 +48,10 @@ class StateFile:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    async def save(self, state: SavedState) -> None:
+    async def save(self, state: SavedState) -> bool:
+        """True: `state` is the one in force (SharedState.save says when it is not)."""
         save(self.path, state)
+        return True
 
 
 def save(path: str, state: SavedState) -> None:
