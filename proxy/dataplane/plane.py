@@ -296,5 +296,5 @@ class DataPlane:
         return cut
 
     async def cut_everywhere(self, pool: str, address: str | None = None) -> int:
-        """`cut` on every data plane there is: this one (workers/fleet.py has N)."""
+        """`cut` on every data plane there is: this one (workers/broadcast.py has N)."""
         return self.cut(pool, address)

@@ -3,7 +3,7 @@
 Each worker counts its own requests, exactly as a single process does; with
 every acknowledgement it sends `report(plane)`.  The supervisor keeps the
 latest report of each worker and writes the sums into the pools and
-upstreams of its own plane (workers/fleet.py), which is what `status`,
+upstreams of its own plane (workers/broadcast.py), which is what `status`,
 `/metrics`, `top`, drains and the rollout judge read.  A worker that exits
 leaves its counts behind (`retire`), so a counter never goes backwards when
 a worker is replaced (what it counted after its last report is lost: at most

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from ..dataplane.sticky import Signer
 from .channel import Channel
-from .fleet import FleetPlane
+from .broadcast import FleetPlane
 from .report import Totals, inflight_of, requests_of
 
 ACK_TIMEOUT = 5.0  # for a change, and for a new worker's first acknowledgement
