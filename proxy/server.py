@@ -174,7 +174,8 @@ class Server:
         except (state_module.StateError, CommandError) as exc:  # not saved: changes nothing
             self.log.error("reload_failed", errors=[str(exc)])
             self.notifier.ready("reload failed; previous config in force")
-            return {"error": f"{exc}; nothing changed"}
+            # 503 when the fleet's etcd is unreachable, 412 when its state moved on.
+            return {"error": f"{exc}; nothing changed", "status": exc.status}
         self.config = new
         self.plane.apply_config(new)
         self.health.sync()

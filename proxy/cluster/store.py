@@ -78,6 +78,7 @@ class SharedState:
         self.current: Callable[[], SavedState] | None = None
         self.adopt: Callable[[SavedState], None] | None = None
         self._rewatch = asyncio.Event()  # check() found what the watch missed
+        self._saving: bytes | None = None  # what save() is writing, until etcd answers
 
     # -- a change made here --------------------------------------------------------
 
@@ -89,12 +90,14 @@ class SharedState:
         made after ours): ours is saved, but it must not replace that one.
         """
         data = encode(state)
-        expected = self.revision
+        self._saving = data
         try:
-            written, there = await self.etcd.swap(self.key, data, expected)
+            written, there = await self.etcd.swap(self.key, data, self.revision)
         except Unreachable as exc:
             self.reach.down(exc)
             raise self.reach.refusal() from None
+        finally:
+            self._saving = None
         self.reach.up()
         if not written and there is not None and there.value == data:
             # Our own write, committed by an endpoint that then did not answer in
@@ -126,6 +129,10 @@ class SharedState:
     def take(self, value: Value) -> None:
         """Apply the state etcd holds at `value`, unless this host has it already."""
         if value.mod_revision <= self.revision:
+            return
+        if value.value == self._saving:
+            # Our own write, watched before etcd's answer to it: save() applies it
+            # (applying it here would also end a rollout under the clock's feet).
             return
         self.revision = value.mod_revision
         try:

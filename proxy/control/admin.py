@@ -188,7 +188,7 @@ class AdminServer:
         self._precondition(request)
         result = await self.reload()
         if "error" in result:
-            return web.json_response(result, status=400)
+            return _error(result.get("status", 400), result["error"])
         return self._state_response({**self.controller.status(), "applied": result["applied"],
                                      "restart_needed": result["restart_needed"]})
 

@@ -92,8 +92,8 @@ class RolloutClock:
         wanted = r.id if r is not None and r.state == RUNNING and self._leads() else None
         if wanted == self._running and (wanted is None or not self._task.done()):
             return
-        if self._task is not None:
-            self._task.cancel()
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()  # (from within, the task ends by itself: it checks the id)
         self._task, self._running = None, wanted
         if wanted is not None:
             if self._marks_for != (r.id, r.step_index):
@@ -188,8 +188,8 @@ class RolloutClock:
                                        rollout=ended)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()  # (from within, the task ends by itself: it checks the id)
             await asyncio.gather(self._task, return_exceptions=True)
 
 
