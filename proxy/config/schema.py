@@ -155,16 +155,19 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-def _token(value: Any) -> str:
-    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
-        raise ValueError(f"must be an HTTP token (letters, digits, !#$%&'*+-.^_`|~), got {describe(value)}")
-    return value
+def _matching(pattern: str | re.Pattern, expected: str) -> Callable[[Any], str]:
+    """A string that `pattern` matches whole; else "`expected`, got ..."."""
+    compiled = re.compile(pattern)
+
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise ValueError(f"{expected}, got {describe(value)}")
+        return value
+    return parse
 
 
-def _url_path(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"/[\x21-\x7e]*", value):
-        raise ValueError(f'must be a URL path starting with "/", got {describe(value)}')
-    return value
+_token = _matching(_TOKEN, "must be an HTTP token (letters, digits, !#$%&'*+-.^_`|~)")
+_url_path = _matching(r"/[\x21-\x7e]*", 'must be a URL path starting with "/"')
 
 
 def _network(value: Any) -> str:
@@ -181,23 +184,10 @@ def _workers(value: Any) -> int:
     return _integer(1)(value)
 
 
-def _etcd_endpoint(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"https?://[^/\s?#]+/?", value):
-        raise ValueError(f"expected an etcd endpoint like http://127.0.0.1:2379, got {describe(value)}")
-    return value.rstrip("/")
-
-
-def _cluster_key(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"(/[\w.-]+)+", value):
-        raise ValueError('expected a key path like "/switchyard/myapp" (letters, digits, _ . -), '
-                         f"got {describe(value)}")
-    return value
-
-
-def _host_name(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[\w.-]{1,64}", value):
-        raise ValueError(f"expected a host name of 1-64 letters, digits, _ . -, got {describe(value)}")
-    return value
+_endpoint = _matching(r"https?://[^/\s?#]+/?", "expected an etcd endpoint like http://127.0.0.1:2379")
+_cluster_key = _matching(r"(/[\w.-]+)+",
+                         'expected a key path like "/switchyard/myapp" (letters, digits, _ . -)')
+_host_name = _matching(r"[\w.-]{1,64}", "expected a host name of 1-64 letters, digits, _ . -")
 
 
 def _lease(value: Any) -> float:
@@ -271,7 +261,7 @@ _FIELDS: dict[type, dict[str, Convert]] = {
     },
 }
 _CLUSTER_FIELDS: dict[str, Convert] = {
-    "etcd": _list_of(_etcd_endpoint, "endpoint", at_least_one=True),
+    "etcd": _list_of(lambda value: _endpoint(value).rstrip("/"), "endpoint", at_least_one=True),
     "key": _scalar(_cluster_key), "host": _scalar(_host_name),
     "lease": _scalar(_lease), "timeout": _scalar(_duration),
 }
