@@ -93,13 +93,16 @@ class Membership:
                         continue  # a record we cannot read counts nothing
 
     async def _renew(self) -> None:
+        # The lease runs from when etcd renewed it, some time after we asked:
+        # counting from the asking errs on the side of a lease already over.
+        asked = time.monotonic()
         if self.lease and await self.etcd.keep_alive(self.lease) > 0:
-            self._renewed = time.monotonic()
+            self._renewed = asked
             return
         if self.lease:
             self.events.emit("cluster_lease_lost", level="warning", host=self.name)
         self.lease = await self.etcd.grant(self.ttl)
-        self._renewed = time.monotonic()
+        self._renewed = asked
 
     async def _campaign(self) -> None:
         won, there = await self.etcd.swap(self.leader_key, self.name.encode(), 0, self.lease)
