@@ -34,7 +34,7 @@ def fleet(tmp_path, pools, etcd, request):
     key = "/sy/" + request.node.name.replace("[", "-").replace("]", "")[:60]
 
     def start(names=("a", "b", "c"), greens: dict | None = None, extra: str = "",
-              lease: str = "2s", own: dict | None = None) -> list[ProxyProcess]:
+              lease: str = "3s", own: dict | None = None) -> list[ProxyProcess]:
         hosts = []
         for name in names:
             os.makedirs(tmp_path / name, exist_ok=True)
@@ -205,7 +205,7 @@ def test_a_rollout_goes_on_when_the_host_running_it_dies(fleet):
     assert by_name[leader].status()["cluster"]["leading"] is True
     wait_for(lambda: all(h.status()["weights"] == {"blue": 50, "green": 50} for h in hosts),
              5, 0.1, what="step 1 everywhere")
-    by_name[leader].kill()  # SIGKILL: no goodbye; its lease runs out (2 s)
+    by_name[leader].kill()  # SIGKILL: no goodbye; its lease runs out (3 s)
     rest = [h for name, h in by_name.items() if name != leader]
     new = wait_for(lambda: (rest[0].status()["cluster"]["leader"] or leader) != leader
                    and rest[0].status()["cluster"]["leader"], 10, 0.1, what="another leader")
@@ -216,7 +216,7 @@ def test_a_rollout_goes_on_when_the_host_running_it_dies(fleet):
     assert routes_all_to(rest, "green")
     assert {x["host"] for x in rest[0].status()["cluster"]["hosts"]} == {h.dir.name for h in rest}
     # A host that took over ran the rest of it and saved the end (on a loaded
-    # machine a 2 s lease can pass from one survivor to the other meanwhile).
+    # machine a short lease can pass from one survivor to the other meanwhile).
     assert by_name[new].event("cluster_leader") is not None
     assert any(h.event("rollout_completed") for h in rest), [
         (h.dir.name, [e for e in h.lines if e.get("event") != "request"][-8:])
