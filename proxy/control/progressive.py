@@ -93,7 +93,7 @@ class RolloutClock:
         if wanted == self._running and (wanted is None or not self._task.done()):
             return
         if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()  # (from within, the task ends by itself: it checks the id)
+            self._task.cancel()  # (from within, the task ends by itself: _run checks)
         self._task, self._running = None, wanted
         if wanted is not None:
             if self._marks_for != (r.id, r.step_index):
@@ -137,7 +137,8 @@ class RolloutClock:
         while True:
             await asyncio.sleep(TICK)
             rollout = c.rollout
-            if rollout is None or rollout.id != rollout_id or rollout.state != RUNNING:
+            if rollout is None or rollout.id != rollout_id or rollout.state != RUNNING \
+                    or self._running != rollout_id:  # ended, replaced, or no longer ours
                 return
             try:
                 await self._tick(rollout)
@@ -188,8 +189,8 @@ class RolloutClock:
                                        rollout=ended)
 
     async def close(self) -> None:
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()  # (from within, the task ends by itself: it checks the id)
+        if self._task is not None:
+            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
 
