@@ -1,0 +1,34 @@
+"""`pip install .` (README's first command) installs every module of the proxy:
+the installed copy, not this source tree, is what `switchyard` runs."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import subprocess
+import sys
+
+from .support import ROOT
+
+
+def test_pip_install_ships_every_module_and_the_server_imports(tmp_path):
+    # From a clean copy: setuptools reuses a build/ directory left in a tree,
+    # which would hide a package the config no longer names.
+    src, target = tmp_path / "src", tmp_path / "site"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        "build", "*.egg-info", ".git", "__pycache__", "tests", "benchmarks"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--target", str(target), str(src)],
+                   check=True, capture_output=True, timeout=300)
+    source = pathlib.Path(ROOT) / "proxy"
+    wanted = {p.relative_to(source.parent).as_posix() for p in source.rglob("*.py")}
+    installed = {p.relative_to(target).as_posix() for p in (target / "proxy").rglob("*.py")}
+    assert wanted - installed == set()
+    # The installed copy alone (not this tree) starts the whole program's imports.
+    probe = subprocess.run(
+        [sys.executable, "-I", "-c",
+         f"import sys; sys.path.insert(0, {str(target)!r}); import proxy.server, proxy.cli.main;"
+         "print(proxy.server.__file__)"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip().startswith(str(target))
