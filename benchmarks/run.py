@@ -39,10 +39,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ALL_TARGETS = ["direct", "haproxy", "haproxy-nolog", "nginx", "caddy", "switchyard"]
+ALL_TARGETS = ["direct", "haproxy", "haproxy-nolog", "nginx", "caddy", "switchyard",
+               "switchyard-pure"]
 # Targets whose CPU and memory we measure.  haproxy-nolog is HAProxy without its access
 # log (one synchronous line per request to stdout), so the cost of that line is printed.
-PROXIES = ["haproxy", "haproxy-nolog", "nginx", "caddy", "switchyard"]
+# switchyard-pure is this tree's proxy/ without its compiled modules (issue 11: the
+# benchmark reports both): the fallback `pip install .` gives without a C compiler.
+PROXIES = ["haproxy", "haproxy-nolog", "nginx", "caddy", "switchyard", "switchyard-pure"]
 
 WRK_THREADS = 1
 WRK_CONNECTIONS = 50
@@ -485,6 +488,33 @@ def start_switchyard(sup: Supervisor, tmp: Path, port: int, blue: int, green: in
     return Target("switchyard", port, proc, log)
 
 
+def hot_path_of(log: Path) -> str:
+    """`hot_path` from switchyard's `server_started` line (stdout, with the access lines)."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if '"server_started"' in line:
+                    return json.loads(line).get("hot_path", "unknown (an older switchyard)")
+    except (OSError, ValueError):
+        pass
+    return "unknown"
+
+
+def start_switchyard_pure(sup: Supervisor, tmp: Path, port: int, blue: int, green: int,
+                          nofile: int) -> Target:
+    """This tree's proxy/ copied without its compiled modules, run as pure Python."""
+    d = tmp / "switchyard-pure"
+    d.mkdir()
+    shutil.copytree(Path(__file__).resolve().parent.parent / "proxy", d / "tree" / "proxy",
+                    ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
+    (d / "switchyard.yaml").write_text(switchyard_conf(d, port, blue, green))
+    log = d / "access.log"
+    proc = sup.start("switchyard-pure", [sys.executable, "-m", "proxy.cli", "serve", "-c",
+                                         str(d / "switchyard.yaml")], d, nofile=nofile,
+                     stdout_path=log, env={"PYTHONPATH": str(d / "tree")})
+    return Target("switchyard-pure", port, proc, log)
+
+
 def start_targets(sup: Supervisor, tmp: Path, wanted: list[str], blue: int, green: int,
                   nofile: int, switchyard_cmd: str) -> list[Target]:
     """Start every wanted proxy; one that cannot come up is reported and skipped."""
@@ -500,6 +530,8 @@ def start_targets(sup: Supervisor, tmp: Path, wanted: list[str], blue: int, gree
             target = start_nginx_proxy(sup, tmp, ports[name], blue, green, nofile)
         elif name == "caddy":
             target = start_caddy(sup, tmp, ports[name], blue, green, nofile)
+        elif name == "switchyard-pure":
+            target = start_switchyard_pure(sup, tmp, ports[name], blue, green, nofile)
         else:
             target = start_switchyard(sup, tmp, ports[name], blue, green, nofile, switchyard_cmd)
         if isinstance(target, str):
@@ -870,7 +902,8 @@ def run_benchmark(args: argparse.Namespace, sup: Supervisor, tmp: Path, nofile: 
              if direct_p50 is not None and "p50_1c_us" in s and name != "direct"}
     all_checks = {name: checks(summaries[name], rel.get(name, {}),
                                {"self": added.get(name), "haproxy": added.get("haproxy")})
-                  for name in ("nginx", "caddy", "switchyard") if name in summaries}
+                  for name in ("nginx", "caddy", "switchyard", "switchyard-pure")
+                  if name in summaries}
     total_requests = {t.name: sum(r["requests"] for r in t.rounds) for t in targets}
     log_bytes = {t.name: (t.access_log.stat().st_size if t.access_log and t.access_log.exists() else 0)
                  for t in targets if t.access_log}
@@ -886,6 +919,9 @@ def run_benchmark(args: argparse.Namespace, sup: Supervisor, tmp: Path, nofile: 
     for name, size in log_bytes.items():
         print(f"{name}: access log {size / max(total_requests[name], 1):.0f} bytes/request "
               f"(evidence that logging was on)")
+    for t in targets:
+        if t.name.startswith("switchyard") and t.access_log is not None:
+            print(f"{t.name}: data plane {hot_path_of(t.access_log)} (its start-up line)")
     if "switchyard" in args.only and "switchyard" not in summaries:
         print("\nswitchyard: not measured (see SKIP above)")
     print_checks(all_checks)

@@ -28,6 +28,7 @@ from .control.events import EventLog
 from .control.health import HealthChecker
 from .control.metrics import render as render_metrics
 from .control.metrics import serve as serve_metrics
+from .dataplane import hot_path
 from .dataplane.http11 import verify_strict
 from .dataplane.plane import DataPlane
 from .dataplane.router import table_from
@@ -125,6 +126,7 @@ class Server:
             self._timers.append(loop.create_task(every(interval, self.notifier.watchdog)))
         self.notifier.ready(f"serving, generation {self.plane.table.generation}")
         self.log.info("server_started", listen=names(self.sockets), workers=cfg.workers,
+                      hot_path=hot_path(),
                       admin=cfg.admin.socket, generation=self.plane.table.generation,
                       weights=dict(self.plane.table.weights), pid=os.getpid())
 

@@ -28,6 +28,8 @@ def render_status(data: dict) -> str:
     """`switchyard status` as a table a person can read at a glance."""
     lines = [f"generation {data['generation']}   weights {weights_text(data['weights'])}   "
              f"previous {data.get('previous') or '-'}"]
+    if data.get("hot_path") == "pure python":
+        lines.append("data plane: pure Python (not compiled; it costs more CPU per request)")
     if data.get("draining"):
         lines.append("proxy is shutting down (draining)")
     pause = data.get("pause")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from ..dataplane import hot_path
+
 if TYPE_CHECKING:
     from ..dataplane.plane import DataPlane
 
@@ -22,6 +24,7 @@ def state_view(plane: DataPlane, rollout) -> dict:
         "rollout": None if rollout is None else rollout.to_json(time.time()),
         "draining": plane.draining,
         "pause": None if plane.pause is None else plane.pause.to_json(),
+        "hot_path": hot_path(),  # "compiled" (the Cython build) or "pure python"
         **({} if (workers := plane.workers_view()) is None else {"workers": workers}),
     }
 

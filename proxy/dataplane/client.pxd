@@ -1,0 +1,4 @@
+from proxy.dataplane.reading cimport RequestReader
+
+cdef class ClientConnection(RequestReader):
+    pass

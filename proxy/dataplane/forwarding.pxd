@@ -1,0 +1,6 @@
+cdef class Forwarding:
+    cdef public object tester_header, _drop, _drop_trusted, _trusted_nets, _tester_nets
+    cdef public object _id_prefix, _ids
+
+    cpdef drop_set(self, bint trusted)
+    cpdef render(self, req, bytes peer, bint trusted)

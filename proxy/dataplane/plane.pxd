@@ -1,0 +1,15 @@
+from proxy.dataplane.writes cimport Outbox
+from proxy.dataplane.forwarding cimport Forwarding
+
+cdef class DataPlane:
+    cdef public object loop, config, timeouts, table, healthy, signer, access, log
+    cdef public object cookie_name, tester_cookie, our_cookies, _cookie_lines, _random
+    cdef public object on_passive_failure, pause
+    cdef public dict pools, read_timeouts, idle
+    cdef public set clients, tunnels
+    cdef public bint draining
+    cdef public Py_ssize_t max_body, max_header, body_memory, max_connections, evicted
+    cdef public Outbox outbox
+    cdef public Forwarding forwarding
+
+    cpdef choose(self, req, str peer, bint via_proxy=*)

@@ -1,0 +1,15 @@
+# Augmenting declarations for Cython (response.py stays plain Python).  The fields of
+# connection.UpstreamConnection live on this base, so both modules' methods read them
+# from the struct.
+from proxy.dataplane.upstream cimport Upstream
+
+cdef class ResponseReader:
+    cdef public Upstream upstream
+    cdef public object transport, parser, exchange, phase, reason, head, hop
+    cdef public object body_file
+    cdef public bint is_head, length, interim, head_sent, body_framed, paused, write_paused
+    cdef public int status
+    cdef public Py_ssize_t head_read
+    cdef public double idle_since, deadline
+
+    cpdef _new_head(self)
