@@ -319,8 +319,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; all started processes were stopped", file=sys.stderr)
-        sys.exit(130)
+    run.entry(main)

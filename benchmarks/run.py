@@ -963,18 +963,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nraw results: {args.json}")
         return 0
     finally:
-        # A second Ctrl-C must not interrupt the cleanup and leave servers behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        sup.stop_all()
-        if args.keep_tmp:
-            print(f"configs and logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(sup, tmp, args.keep_tmp)
 
 
-if __name__ == "__main__":
+def clean_up(sup: Supervisor, tmp: Path, keep: bool) -> None:
+    """The end of a benchmark (this one, workers.py): every server stopped, the temp
+    directory removed unless kept.  A second Ctrl-C must not interrupt it and leave
+    servers behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.alarm(0)
+    sup.stop_all()
+    if keep:
+        print(f"configs and logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def entry(main) -> None:
+    """`if __name__ == "__main__"` of the benchmarks built on this file: Ctrl-C exits
+    130 after the cleanup in `main`'s finally has run."""
     try:
         sys.exit(main())
     except KeyboardInterrupt:
         print("\ninterrupted; all started processes were stopped", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    entry(main)

@@ -630,18 +630,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nraw results: {args.json}")
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.alarm(0)
-        sup.stop_all()
-        if args.keep_tmp:
-            print(f"configs and logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        run.clean_up(sup, tmp, args.keep_tmp)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; all started processes were stopped", file=sys.stderr)
-        sys.exit(130)
+    run.entry(main)
