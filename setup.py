@@ -48,7 +48,10 @@ def extensions() -> list:
         return []
     modules = sorted(m for m in glob.glob("proxy/dataplane/*.py")
                      if not m.endswith("__init__.py"))
-    return cythonize(modules, language_level=3, quiet=True)
+    # The .pxd files say what is a C type; the annotations in the .py files stay
+    # for readers and type checkers (Python's `int` there is not a C int).
+    return cythonize(modules, language_level=3, quiet=True,
+                     compiler_directives={"annotation_typing": False})
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": CompiledIfPossible})

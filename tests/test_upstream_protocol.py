@@ -18,6 +18,7 @@ from proxy.config import Address
 from proxy.dataplane.retry import ANSWERED, NOT_SENT, TIMED_OUT, UNKNOWN, UNREAD
 from proxy.dataplane.connection import UpstreamConnection
 from proxy.dataplane.response import AWAITING, CLOSED, IDLE, RECEIVING, TUNNEL
+from proxy.dataplane.sink import ResponseSink
 from proxy.dataplane.upstream import Upstream
 
 from .fakes import FakeTransport
@@ -25,7 +26,7 @@ from .fakes import FakeTransport
 REQUEST = b"POST /w HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok"
 
 
-class FakeClient:
+class FakeClient(ResponseSink):
     """The exchange as the upstream side sees it (a sink.ResponseSink), recording
     every call."""
 

@@ -1,4 +1,7 @@
+from proxy.dataplane.exchange cimport Exchange
 from proxy.dataplane.reading cimport RequestReader
+from proxy.dataplane.request cimport Request
 
 cdef class ClientConnection(RequestReader):
-    pass
+    cpdef _start(self, Request req)
+    cpdef answered(self, exchange, double now)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .errors import error_response
 from .exchange import Exchange
 from .http11 import strict_request_parser
-from .reading import CONTINUE, IDLE, MAX_QUEUED, NEW, STOPPED, Read, RequestReader
+from .reading import CONTINUE, IDLE, MAX_QUEUED, NEW, STOPPED, RequestReader
 from .request import Request
 from .tunnel import Tunnel
 
@@ -29,7 +29,8 @@ WRITE_HIGH_WATER = 64 * 1024
 
 
 class ClientConnection(RequestReader, asyncio.Protocol):
-    """One client connection: parse, route, forward, stream back, in order."""
+    """One client connection: parse, route, forward, stream back, in order.
+    (Its bases: reading.RequestReader, then sink.Client, what an exchange sees.)"""
 
     __slots__ = (
         "plane", "transport", "parser", "peer", "peer_bytes", "trusted", "queue", "reading",
@@ -139,7 +140,7 @@ class ClientConnection(RequestReader, asyncio.Protocol):
 
     # -- what the exchange tells us ------------------------------------------------
 
-    def answered(self, exchange: Exchange, now: float) -> None:
+    def answered(self, exchange, now: float) -> None:  # exchange: an Exchange (sink.pxd)
         """`exchange` is complete: close, go idle, or start the next request."""
         self.current = None
         if not exchange.keep_alive:
@@ -183,13 +184,6 @@ class ClientConnection(RequestReader, asyncio.Protocol):
         """Close once what is queued for the client is written."""
         self.plane.outbox.flush()
         self.transport.close()
-
-    def _enter(self, phase: Read, now: float = 0.0) -> None:
-        """The one place the read phase changes, and with it the deadline the
-        sweep enforces (`DEADLINES`; `now` is needed only for a phase that has one)."""
-        self.read = phase
-        seconds = self.plane.read_timeouts.get(phase)
-        self.deadline = now + seconds if seconds is not None else 0.0
 
     def timed_out(self, now: float) -> None:
         """Called by the sweep when `deadline` has passed: what it means depends

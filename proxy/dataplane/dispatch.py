@@ -30,6 +30,13 @@ def dispatch(up: Upstream, exchange: ResponseSink, payload: bytes, is_head: bool
             conn.start(exchange, payload, is_head, body_file, now)
             return
         conn.close()
+    _connect(up, exchange, payload, is_head, body_file)
+
+
+def _connect(up: Upstream, exchange: ResponseSink, payload: bytes, is_head: bool,
+             body_file) -> None:
+    """A new connection for the request (apart from `dispatch`: the compiled
+    build cannot put these closures in a function it calls directly)."""
     loop, addr = up.loop, up.address
     factory = lambda: UpstreamConnection(up)  # noqa: E731
     if addr.kind == "unix":

@@ -1,14 +1,17 @@
 # Augmenting declarations for Cython (exchange.py stays plain Python).
+from proxy.dataplane.dispatch cimport dispatch
 from proxy.dataplane.request cimport Request
 from proxy.dataplane.plane cimport DataPlane
 from proxy.dataplane.pool cimport Pool
+from proxy.dataplane.sink cimport Client, ResponseSink
 from proxy.dataplane.upstream cimport Upstream
 
-cdef class Exchange:
+cdef class Exchange(ResponseSink):
     cdef public DataPlane plane
+    cdef public Client client
     cdef public Pool pool
     cdef public Upstream target
-    cdef public object client, phase, conn, connecting, out
+    cdef public object phase, conn, connecting, out
     cdef public Request request
     cdef public bint set_cookie, chunked, keep_alive
     cdef public int status
@@ -18,4 +21,13 @@ cdef class Exchange:
     cpdef _go(self)
     cpdef _forward(self)
     cpdef _dispatch(self, Upstream up, bint fresh=*)
+    cpdef _finish(self, int status, bint counted=*)
+    # ResponseSink
+    cpdef wanted(self)
+    cpdef attached(self, conn)
+    cpdef detached(self, conn)
+    cpdef send_upstream(self, transport, bytes payload)
+    cpdef on_upstream_head(self, conn, int status, list head, bint sized)
+    cpdef on_upstream_body(self, bytes data)
+    cpdef on_upstream_done(self)
     cpdef pass_on(self)

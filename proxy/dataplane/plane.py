@@ -17,7 +17,6 @@ from .forwarding import Forwarding
 from .inflight import in_flight
 from .pause import HeldRequests
 from .pool import Pool
-from .reading import DEADLINES
 from .router import Choice, RoutingTable, choose_pool
 from .sticky import Signer, find_cookie
 from .upstream import Upstream
@@ -74,6 +73,9 @@ class DataPlane:
         self.max_connections = config.limits.max_connections
         # Seconds per read phase of a client connection (reading.DEADLINES), resolved
         # once per config instead of once per request.
+        # Imported here, not at the top: the compiled reading module cimports this
+        # one's type, so each importing the other at load would be a cycle.
+        from .reading import DEADLINES
         self.read_timeouts = {phase: getattr(config.timeouts, name)
                               for phase, name in DEADLINES.items()}
         self.cookie_name = config.sticky.cookie.encode()

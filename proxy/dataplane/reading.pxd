@@ -1,12 +1,16 @@
 # Augmenting declarations for Cython (reading.py stays plain Python).  The fields of
-# client.ClientConnection live on this base.  (`plane` stays untyped: cimporting
-# plane.pxd would import plane.py first, which imports this module.)
+# client.ClientConnection live on this base and on sink.Client.
+from proxy.dataplane.plane cimport DataPlane
 from proxy.dataplane.request cimport Request
+from proxy.dataplane.sink cimport Client
 
-cdef class RequestReader:
-    cdef public object plane, transport, parser, peer, peer_bytes, queue, current
-    cdef public object early, read
+cdef class RequestReader(Client):
+    cdef public DataPlane plane
+    cdef public object parser, queue, early, read
     cdef public Request reading
-    cdef public bint trusted, paused_writing, read_paused, starting
+    cdef public bint read_paused, starting
     cdef public double deadline, send_deadline, idle_since
     cdef public Py_ssize_t head_size
+
+    cpdef _enter(self, phase, double now=*)
+    cpdef _start(self, Request req)

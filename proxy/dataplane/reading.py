@@ -23,6 +23,7 @@ from .errors import (
 )
 from .http11 import strict_request_parser
 from .request import Request
+from .sink import Client
 
 MAX_TARGET = 8192
 # Pipelined requests parsed ahead of the one being answered; past this we stop
@@ -52,7 +53,7 @@ DEADLINES = {NEW: "client_header", IDLE: "client_idle", HEAD: "client_header",
              BODY: "client_body"}
 
 
-class RequestReader:
+class RequestReader(Client):
     """The llhttp side of a client connection."""
 
     __slots__ = ()
@@ -93,6 +94,18 @@ class RequestReader:
         self.parser = strict_request_parser(self)
         if rest:
             self.data_received(rest)
+
+    def _enter(self, phase: Read, now: float = 0.0) -> None:
+        """The one place the read phase changes, and with it the deadline the
+        sweep enforces (`DEADLINES`; `now` is needed only for a phase that has one)."""
+        self.read = phase
+        seconds = self.plane.read_timeouts.get(phase)
+        self.deadline = now + seconds if seconds is not None else 0.0
+
+    def _start(self, req: Request) -> None:
+        """Answer `req` now (client.ClientConnection; declared here so that the
+        compiled callbacks below call it directly)."""
+        raise NotImplementedError
 
     def _hold_early(self, data: bytes) -> None:
         self.early += data

@@ -1,11 +1,13 @@
 # Augmenting declarations for Cython (response.py stays plain Python).  The fields of
 # connection.UpstreamConnection live on this base, so both modules' methods read them
 # from the struct.
+from proxy.dataplane.sink cimport ResponseSink
 from proxy.dataplane.upstream cimport Upstream
 
 cdef class ResponseReader:
     cdef public Upstream upstream
-    cdef public object transport, parser, exchange, phase, reason, head, hop
+    cdef public ResponseSink exchange
+    cdef public object transport, parser, phase, reason, head, hop
     cdef public object body_file
     cdef public bint is_head, length, interim, head_sent, body_framed, paused, write_paused
     cdef public int status
