@@ -48,6 +48,9 @@ def extensions() -> list:
         return []
     modules = sorted(m for m in glob.glob("proxy/dataplane/*.py")
                      if not m.endswith("__init__.py"))
+    # Written for Cython, with a Python twin beside it (_accessline.pyx: the
+    # access lines, accesslog._render_lines).
+    modules += sorted(glob.glob("proxy/dataplane/*.pyx"))
     # The .pxd files say what is a C type; the annotations in the .py files stay
     # for readers and type checkers (Python's `int` there is not a C int).
     return cythonize(modules, language_level=3, quiet=True,

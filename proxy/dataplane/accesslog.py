@@ -16,6 +16,11 @@ from typing import TextIO
 
 import structlog
 
+try:  # the same lines formatted in C, built with the compiled data plane (setup.py)
+    from ._accessline import render_lines as _render_compiled
+except ImportError:
+    _render_compiled = None
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 # Access lines kept in memory before a forced write, on top of the periodic one.
@@ -132,6 +137,11 @@ def _render_lines(_logger, _name, event: dict) -> str:
         in event["lines"]])
 
 
+def _render_lines_compiled(_logger, _name, event: dict) -> str:
+    """_render_lines in C (_accessline.pyx): the same bytes at a fraction of the cost."""
+    return _render_compiled(event["lines"])
+
+
 # An answer the proxy cut or could not finish (after its head went out, the
 # client left, a drain ran out) has "error": the event that ended it.
 _ERROR = '"error":'
@@ -202,7 +212,7 @@ class AccessLog:
         self._pending: list[tuple] = []
         console = fmt == "console" or (fmt == "auto" and stream.isatty())
         processor = _console_lines(structlog.dev.ConsoleRenderer(colors=stream.isatty())) \
-            if console else _render_lines
+            if console else _render_lines_compiled if _render_compiled else _render_lines
         # bind() once: the lazy proxy wrap_logger returns would rebuild the
         # bound logger on every call.
         self._log = structlog.wrap_logger(

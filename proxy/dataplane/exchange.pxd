@@ -11,7 +11,8 @@ cdef class Exchange(ResponseSink):
     cdef public Client client
     cdef public Pool pool
     cdef public Upstream target
-    cdef public object phase, conn, connecting, out
+    cdef public object phase, conn, connecting
+    cdef public list out
     cdef public Request request
     cdef public bint set_cookie, chunked, keep_alive
     cdef public int status

@@ -1,9 +1,11 @@
 # Augmenting declarations for Cython (request.py stays plain Python).
 cdef class Request:
-    cdef public object method, target, version, headers, body, body_file, error
-    cdef public object host, cookie, override, request_id, payload, fields, xff
+    cdef public bytes method, target, payload
+    cdef public str version
+    cdef public list headers, fields
+    cdef public tuple xff
+    cdef public object body, body_file, error, host, cookie, override, request_id
     cdef public bint keep_alive, expect_continue, connection, framed, upgrade, keyed
     cdef public Py_ssize_t body_size
     cdef public double started
     cdef public int tries
-

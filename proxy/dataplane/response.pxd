@@ -7,7 +7,10 @@ from proxy.dataplane.upstream cimport Upstream
 cdef class ResponseReader:
     cdef public Upstream upstream
     cdef public ResponseSink exchange
-    cdef public object transport, parser, phase, reason, head, hop
+    cdef public object transport, parser, phase
+    cdef public list head
+    cdef public bytes reason
+    cdef public tuple hop
     cdef public object body_file
     cdef public bint is_head, length, interim, head_sent, body_framed, paused, write_paused
     cdef public int status
