@@ -20,6 +20,10 @@ from .retry import ANSWERED
 MAX_HEAD = 64 * 1024  # bytes of a response head held while it arrives
 # Connection values that name no other field (the common case, not worth a parse).
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+# The lengths of the names on_header sorts out (hop-by-hop, Content-Length): a
+# field of any other length is passed on without lowercasing and hashing its
+# name first, which is most of a response's fields (Server, Date, Content-Type).
+_SORTED_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP | {b"content-length"})
 
 
 class Phase(enum.Enum):
@@ -80,12 +84,13 @@ class ResponseReader:
         # Sorted as they arrive, which spares a second pass over the fields:
         # hop-by-hop ones aside, the rest (Content-Length too: it is the
         # framing we forward) straight into the head we pass on.
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            self.hop += ((lname, value),)
-            return
-        if lname == b"content-length":
-            self.length = True
+        if len(name) in _SORTED_LENGTHS:
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                self.hop += ((lname, value),)
+                return
+            if lname == b"content-length":
+                self.length = True
         self.head += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
