@@ -13,7 +13,7 @@ import glob
 import os
 import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
@@ -49,8 +49,16 @@ def extensions() -> list:
     modules = sorted(m for m in glob.glob("proxy/dataplane/*.py")
                      if not m.endswith("__init__.py"))
     # Written for Cython, with a Python twin beside it (_accessline.pyx: the
-    # access lines, accesslog._render_lines).
-    modules += sorted(glob.glob("proxy/dataplane/*.pyx"))
+    # access lines, accesslog._render_lines)...
+    modules += sorted(m for m in glob.glob("proxy/dataplane/*.pyx") if "_llhttp" not in m)
+    # ... and llhttp itself, vendored at the version httptools 0.9.0 carries,
+    # driven from compiled code (_llhttp.pyx; httptools where this is not built).
+    llhttp = "vendor/llhttp"
+    modules.append(Extension(
+        "proxy.dataplane._llhttp",
+        ["proxy/dataplane/_llhttp.pyx",
+         *(f"{llhttp}/src/{name}.c" for name in ("llhttp", "api", "http"))],
+        include_dirs=[f"{llhttp}/include"]))
     # The .pxd files say what is a C type; the annotations in the .py files stay
     # for readers and type checkers (Python's `int` there is not a C int).
     return cythonize(modules, language_level=3, quiet=True,

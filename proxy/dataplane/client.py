@@ -140,7 +140,7 @@ class ClientConnection(RequestReader, asyncio.Protocol):
 
     # -- what the exchange tells us ------------------------------------------------
 
-    def answered(self, exchange, now: float) -> None:  # exchange: an Exchange (sink.pxd)
+    def answered(self, exchange: Exchange, now: float) -> None:
         """`exchange` is complete: close, go idle, or start the next request."""
         self.current = None
         if not exchange.keep_alive:

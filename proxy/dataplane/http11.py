@@ -30,15 +30,34 @@ _ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*\Z")
 
 
 def strict_request_parser(protocol) -> httptools.HttpRequestParser:
-    parser = httptools.HttpRequestParser(protocol)
+    parser = _parsers()[0](protocol)
     parser.set_dangerous_leniencies(**dict.fromkeys(_LENIENCIES, False))
     return parser
 
 
 def strict_response_parser(protocol) -> httptools.HttpResponseParser:
-    parser = httptools.HttpResponseParser(protocol)
+    parser = _parsers()[1](protocol)
     parser.set_dangerous_leniencies(**dict.fromkeys(_LENIENCIES, False))
     return parser
+
+
+_PARSERS: tuple = ()
+
+
+def _parsers() -> tuple:
+    """(request parser class, response parser class): the compiled build's own
+    binding of llhttp (_llhttp.pyx: the same parser and interface, with callbacks
+    that do not enter Python), else httptools'.  Chosen at the first parser, not
+    at import: _llhttp cimports the readers, whose modules import this one."""
+    global _PARSERS
+    if not _PARSERS:
+        try:
+            from ._llhttp import HttpRequestParser, HttpResponseParser
+        except ImportError:
+            HttpRequestParser, HttpResponseParser = (httptools.HttpRequestParser,
+                                                     httptools.HttpResponseParser)
+        _PARSERS = (HttpRequestParser, HttpResponseParser)
+    return _PARSERS
 
 
 # Requests llhttp must refuse; if any passes, the parser is lenient somewhere.

@@ -71,10 +71,8 @@ class DataPlane:
         self.max_header = config.limits.max_header
         self.body_memory = config.limits.body_memory
         self.max_connections = config.limits.max_connections
-        # Seconds per read phase of a client connection (reading.DEADLINES), resolved
-        # once per config instead of once per request.
-        # Imported here, not at the top: the compiled reading module cimports this
-        # one's type, so each importing the other at load would be a cycle.
+        # Seconds per read phase of a client connection, resolved once per config.
+        # (Imported here: the compiled reading module cimports this one at load.)
         from .reading import DEADLINES
         self.read_timeouts = {phase: getattr(config.timeouts, name)
                               for phase, name in DEADLINES.items()}

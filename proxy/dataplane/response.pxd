@@ -18,3 +18,9 @@ cdef class ResponseReader:
     cdef public double idle_since, deadline
 
     cpdef _new_head(self)
+    # llhttp's callbacks: _llhttp.pyx calls them through the C method table
+    cpdef on_status(self, bytes reason)
+    cpdef on_header(self, bytes name, bytes value)
+    cpdef on_headers_complete(self)
+    cpdef on_body(self, bytes body)
+    cpdef on_message_complete(self)

@@ -1,0 +1,198 @@
+"""The compiled build's llhttp binding (proxy/dataplane/_llhttp.pyx) against httptools,
+which the pure build uses: the same raw bytes, fed whole and in every split, must give
+the same callbacks with the same arguments, the same parser state at the end of each
+head, and the same exception (class, message, and what a callback raised)."""
+
+from __future__ import annotations
+
+import os
+
+import httptools
+import pytest
+
+from proxy.dataplane.http11 import _LENIENCIES, _MUST_REJECT
+from proxy.dataplane.reading import RequestReader
+from proxy.dataplane.response import ResponseReader
+
+try:
+    from proxy.dataplane import _llhttp
+except ImportError:  # the pure build
+    _llhttp = None
+
+pytestmark = pytest.mark.skipif(_llhttp is None, reason="the pure build has only httptools")
+
+
+def test_the_compiled_build_has_the_binding():
+    if os.environ.get("SWITCHYARD_EXPECT_HOT_PATH") == "compiled":
+        assert _llhttp is not None
+
+
+class Boom(Exception):
+    pass
+
+
+def _recorder(base):
+    """A reader that records every callback (a subclass of the real reader, so the
+    binding calls it as it calls the data plane)."""
+
+    class Recorder(base):
+        def __init__(self, fail_on=None):
+            self.events = []
+            self.fail_on = fail_on
+            self.parser = None
+
+        def _note(self, *event):
+            self.events.append(event)
+            if event[0] == self.fail_on:
+                raise Boom(event[0])
+
+        def on_url(self, url):
+            self._note("url", url)
+
+        def on_status(self, reason):
+            self._note("status", reason)
+
+        def on_header(self, name, value):
+            self._note("header", name, value)
+
+        def on_headers_complete(self):
+            p = self.parser
+            state = (p.get_http_version(), p.should_keep_alive(),
+                     p.get_method() if hasattr(p, "get_method") else p.get_status_code())
+            self._note("headers_complete", *state)
+
+        def on_body(self, body):
+            self._note("body", body)
+
+        def on_message_complete(self):
+            self._note("complete", self.parser.should_keep_alive())
+
+    return Recorder
+
+
+class RequestRecorder(_recorder(RequestReader)):
+    def on_message_begin(self):  # as the real readers: only the request side has it
+        self._note("begin")
+
+
+ResponseRecorder = _recorder(ResponseReader)
+
+
+def _run(parser_class, recorder_class, pieces, fail_on=None):
+    proto = recorder_class(fail_on)
+    parser = proto.parser = parser_class(proto)
+    parser.set_dangerous_leniencies(**dict.fromkeys(_LENIENCIES, False))
+    outcome = None
+    for piece in pieces:
+        try:
+            parser.feed_data(piece)
+        except httptools.HttpParserUpgrade as exc:
+            outcome = ("upgrade", exc.args)
+            break
+        except httptools.HttpParserError as exc:
+            context = exc.__context__
+            outcome = (type(exc).__name__, str(exc),
+                       type(context).__name__ if context is not None else None,
+                       str(context) if context is not None else None)
+            break
+    # Bodies may come in pieces of any size: compare them joined.
+    events, body = [], b""
+    for event in proto.events:
+        if event[0] == "body":
+            body += event[1]
+            continue
+        if body:
+            events.append(("body", body))
+            body = b""
+        events.append(event)
+    if body:
+        events.append(("body", body))
+    # A name or URL split by the read comes in pieces: join those too.
+    joined = []
+    for event in events:
+        if joined and event[0] in ("url", "status") and joined[-1][0] == event[0]:
+            joined[-1] = (event[0], joined[-1][1] + event[1])
+        else:
+            joined.append(event)
+    return joined, outcome
+
+
+def _splits(message: bytes):
+    yield [message]
+    for cut in range(1, len(message)):
+        yield [message[:cut], message[cut:]]
+    yield [message[i:i + 1] for i in range(len(message))]
+
+
+REQUESTS = [
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+    b"GET /a?b=c HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+    b"POST /w HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n4\r\ndefg\r\n0\r\nTrailer-A: 1\r\n\r\n",
+    b"GET /e HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nX-Obs: caf\xe9\r\nX-Sp:  a b  \r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x05hello",
+    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Empty-Last:\r\n\r\n",
+    b"PUT /u HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+    b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nxy",
+    b"GET  / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+    *_MUST_REJECT,
+]
+
+RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 21:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: 3\r\nConnection: keep-alive\r\n"
+    b"X-Pool: blue\r\n\r\nok\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nX: y\r\n\r\n",
+    b"HTTP/1.0 200 Fine\r\nContent-Type: text/plain\r\n\r\nuntil the close",
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi",
+    b"HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 2000 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+    b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("message", REQUESTS, ids=range(len(REQUESTS)))
+def test_requests_parse_the_same(message):
+    for pieces in _splits(message):
+        ours = _run(_llhttp.HttpRequestParser, RequestRecorder, pieces)
+        theirs = _run(httptools.HttpRequestParser, RequestRecorder, pieces)
+        assert ours == theirs, pieces
+
+
+@pytest.mark.parametrize("message", RESPONSES, ids=range(len(RESPONSES)))
+def test_responses_parse_the_same(message):
+    for pieces in _splits(message):
+        ours = _run(_llhttp.HttpResponseParser, ResponseRecorder, pieces)
+        theirs = _run(httptools.HttpResponseParser, ResponseRecorder, pieces)
+        assert ours == theirs, pieces
+
+
+@pytest.mark.parametrize("fail_on", ["begin", "url", "header", "headers_complete", "body",
+                                     "complete"])
+def test_a_callback_that_raises_fails_the_same(fail_on):
+    message = REQUESTS[2]
+    ours = _run(_llhttp.HttpRequestParser, RequestRecorder, [message], fail_on)
+    theirs = _run(httptools.HttpRequestParser, RequestRecorder, [message], fail_on)
+    assert ours == theirs
+    assert ours[1][0] == "HttpParserCallbackError" and ours[1][2] == "Boom"
+
+
+def test_a_protocol_that_is_not_a_reader_gets_only_the_errors():
+    class Sink:
+        def __getattr__(self, name):
+            raise AssertionError(f"called {name}")
+
+    _llhttp.HttpRequestParser(Sink()).feed_data(REQUESTS[0])
+    with pytest.raises(httptools.HttpParserError):
+        _llhttp.HttpRequestParser(Sink()).feed_data(_MUST_REJECT[0])
