@@ -8,11 +8,12 @@ set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cp -r "$here/proxy" "$here/benchmarks" "$here/setup.py" "$here/pyproject.toml" "$here/README.md" "$tmp/"
+cp -r "$here/proxy" "$here/vendor" "$here/benchmarks" "$here/setup.py" "$here/pyproject.toml" \
+    "$here/README.md" "$tmp/"
 find "$tmp/proxy" \( -name '*.so' -o -name '*.c' \) -delete
 pure=$(sh "$tmp/benchmarks/instructions.sh" "$@")
 ( cd "$tmp" && python3 setup.py -q build_ext --inplace -j 2 >/dev/null 2>&1 )
 compiled_modules=$(find "$tmp/proxy/dataplane" -name "*.so" | wc -l)
 compiled=$(sh "$tmp/benchmarks/instructions.sh" "$@")
 echo "pure python:  $pure"
-echo "compiled ($compiled_modules modules of proxy/dataplane, typed by their .pxd files): $compiled"
+echo "compiled ($compiled_modules extension modules in proxy/dataplane): $compiled"

@@ -84,7 +84,8 @@ class Supervisor:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, argv: list[str], log_dir: Path, nofile: int | None = None,
-              stdout_path: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+              stdout_path: Path | None = None, env: dict | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
         def preexec() -> None:
             _die_with_parent()
             if nofile:
@@ -97,7 +98,7 @@ class Supervisor:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                     start_new_session=True, preexec_fn=preexec,
-                                    env={**os.environ, **env} if env else None)
+                                    env={**os.environ, **env} if env else None, cwd=cwd)
         finally:
             stdout.close()
             stderr.close()
@@ -509,9 +510,11 @@ def start_switchyard_pure(sup: Supervisor, tmp: Path, port: int, blue: int, gree
                     ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
     (d / "switchyard.yaml").write_text(switchyard_conf(d, port, blue, green))
     log = d / "access.log"
+    # Run from its own directory: `python -m` puts the current one first on sys.path,
+    # and a source tree there (built in place) would be imported instead of the copy.
     proc = sup.start("switchyard-pure", [sys.executable, "-m", "proxy.cli", "serve", "-c",
                                          str(d / "switchyard.yaml")], d, nofile=nofile,
-                     stdout_path=log, env={"PYTHONPATH": str(d / "tree")})
+                     stdout_path=log, env={"PYTHONPATH": str(d / "tree")}, cwd=d)
     return Target("switchyard-pure", port, proc, log)
 
 
