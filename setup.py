@@ -61,8 +61,13 @@ def extensions() -> list:
         include_dirs=[f"{llhttp}/include"]))
     # The .pxd files say what is a C type; the annotations in the .py files stay
     # for readers and type checkers (Python's `int` there is not a C int).
-    return cythonize(modules, language_level=3, quiet=True,
-                     compiler_directives={"annotation_typing": False})
+    try:
+        return cythonize(modules, language_level=3, quiet=True,
+                         compiler_directives={"annotation_typing": False})
+    except Exception as exc:  # noqa: BLE001 - a source missing, or another Cython's rules
+        print(f"switchyard: the data plane is not compiled ({exc}); installing it as pure "
+              "Python", file=sys.stderr)
+        return []
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": CompiledIfPossible})

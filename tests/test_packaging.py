@@ -8,6 +8,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 
 from .support import ROOT
 
@@ -35,3 +36,23 @@ def test_pip_install_ships_every_module_and_the_server_imports(tmp_path):
         capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip().startswith(str(target))
+
+
+def test_the_sdist_carries_what_a_compiled_build_needs(tmp_path):
+    # MANIFEST.in: the .pxd types, the modules written for Cython and the vendored
+    # llhttp are not Python packages, so setuptools leaves them out without it.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        "build", "*.egg-info", ".git", "__pycache__", "*.so"))
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")],
+                   cwd=src, check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "SWITCHYARD_PURE": "1"})
+    (archive,) = (tmp_path / "dist").glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        shipped = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    dataplane = pathlib.Path(ROOT) / "proxy" / "dataplane"
+    wanted = {f"proxy/dataplane/{p.name}" for p in dataplane.iterdir()
+              if p.suffix in (".pxd", ".pyx")}
+    wanted |= {"vendor/llhttp/include/llhttp.h", "vendor/llhttp/LICENSE-MIT",
+               *(f"vendor/llhttp/src/{name}.c" for name in ("llhttp", "api", "http"))}
+    assert len(wanted) > 20 and wanted - shipped == set()

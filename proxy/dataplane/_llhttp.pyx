@@ -7,7 +7,7 @@ uses: `feed_data`, `get_method`, `get_http_version`, `get_status_code`,
 `should_keep_alive`, `set_dangerous_leniencies` and httptools' own exceptions,
 raised in the same cases with the same messages.  It also hands a field over
 the way httptools does (name and value, once the next field starts or the head
-ends; a field whose value is empty is not reported, as there).  So reading.py
+ends).  So reading.py
 and response.py do not know which one runs, and the pure build keeps httptools
 (http11.strict_request_parser chooses).
 

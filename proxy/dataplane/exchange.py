@@ -17,10 +17,10 @@ from .errors import (InternalError, NoHealthyPoolError, ProxyError, UpstreamProt
                      error_response)
 from .headers import came_over_https
 from .retry import ANSWERED, Delivery, may_resend
+from .sink import Client, ResponseSink
 
 if TYPE_CHECKING:
     from .connection import UpstreamConnection
-    from .sink import Client
     from .pool import Pool
     from .request import Request
     from .upstream import Upstream
@@ -39,7 +39,7 @@ class Answer(enum.Enum):
 NEW, HELD, FORWARDING, STREAMING, DONE = Answer
 
 
-class Exchange:
+class Exchange(ResponseSink):
     """The answer to one request, from routing to its last byte."""
 
     __slots__ = (

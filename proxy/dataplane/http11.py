@@ -53,7 +53,7 @@ def _parsers() -> tuple:
     if not _PARSERS:
         try:
             from ._llhttp import HttpRequestParser, HttpResponseParser
-        except ImportError:
+        except (ImportError, ValueError):  # not built; or built against other types (stale)
             HttpRequestParser, HttpResponseParser = (httptools.HttpRequestParser,
                                                      httptools.HttpResponseParser)
         _PARSERS = (HttpRequestParser, HttpResponseParser)
