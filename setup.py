@@ -1,10 +1,13 @@
 """The data plane compiled, from the same source: where Cython and a C compiler are
 there, `pip install .` builds proxy/dataplane/*.py as C extensions, typed by the .pxd
-files beside them; where either is missing, or a module does not build, the same
-modules are installed as pure Python.  `switchyard status` says which one runs
-(`hot_path`).  SWITCHYARD_PURE=1 skips the build.
+files beside them, with two modules written for Cython (the access lines, and llhttp
+from vendor/llhttp driven directly); where either is missing, or a module does not
+build, the same modules are installed as pure Python (with httptools and the Python
+access-line renderer).  `switchyard status` says which one runs (`hot_path`).
+SWITCHYARD_PURE=1 skips the build.
 
-Everything else about the package is in pyproject.toml.
+Everything else about the package is in pyproject.toml; MANIFEST.in, what an sdist
+needs for the compiled build.
 """
 
 from __future__ import annotations

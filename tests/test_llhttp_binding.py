@@ -162,19 +162,14 @@ RESPONSES = [
 ]
 
 
-@pytest.mark.parametrize("message", REQUESTS, ids=range(len(REQUESTS)))
-def test_requests_parse_the_same(message):
+@pytest.mark.parametrize("kind, message", [
+    *(("request", m) for m in REQUESTS), *(("response", m) for m in RESPONSES)])
+def test_the_same_bytes_parse_the_same(kind, message):
+    name, recorder = (("HttpRequestParser", RequestRecorder) if kind == "request"
+                      else ("HttpResponseParser", ResponseRecorder))
     for pieces in _splits(message):
-        ours = _run(_llhttp.HttpRequestParser, RequestRecorder, pieces)
-        theirs = _run(httptools.HttpRequestParser, RequestRecorder, pieces)
-        assert ours == theirs, pieces
-
-
-@pytest.mark.parametrize("message", RESPONSES, ids=range(len(RESPONSES)))
-def test_responses_parse_the_same(message):
-    for pieces in _splits(message):
-        ours = _run(_llhttp.HttpResponseParser, ResponseRecorder, pieces)
-        theirs = _run(httptools.HttpResponseParser, ResponseRecorder, pieces)
+        ours = _run(getattr(_llhttp, name), recorder, pieces)
+        theirs = _run(getattr(httptools, name), recorder, pieces)
         assert ours == theirs, pieces
 
 

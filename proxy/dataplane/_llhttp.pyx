@@ -125,16 +125,32 @@ cdef int _set_leniency(llhttp_t* parser, str name, int enabled) except -1:
 
 cdef class _Parser:
     """What requests and responses share: llhttp's state, feeding it, a field
-    being gathered, and the error a callback raised."""
+    being gathered, and the error a callback raised.  The events are virtual
+    methods, each subclass passing its own on to its reader."""
 
     cdef llhttp_t parser
     cdef bytes name, value  # the field being gathered (None: none yet)
     cdef object error  # what a callback raised, for the HttpParserCallbackError
 
+    cdef int _begin(self) except -1:
+        return 0
+
+    cdef int _url(self, bytes url) except -1:
+        return 0
+
+    cdef int _status(self, bytes reason) except -1:
+        return 0
+
     cdef int _field(self, bytes name, bytes value) except -1:
         return 0
 
     cdef int _head_done(self) except -1:
+        return 0
+
+    cdef int _body(self, bytes body) except -1:
+        return 0
+
+    cdef int _complete(self) except -1:
         return 0
 
     cdef int _flush_field(self) except -1:
@@ -200,21 +216,36 @@ cdef class HttpRequestParser(_Parser):
     cdef RequestReader reader
 
     def __cinit__(self, protocol):
+        # Any other protocol (http11.verify_strict's sink) gets no callbacks.
         self.reader = protocol if isinstance(protocol, RequestReader) else None
-        llhttp_init(&self.parser, HTTP_REQUEST, &_REQUEST)
+        llhttp_init(&self.parser, HTTP_REQUEST, &_REQUEST if self.reader else &_NONE)
         self.parser.data = <void*>self
 
     def get_method(self) -> bytes:
         return llhttp_method_name(self.parser.method)
 
+    cdef int _begin(self) except -1:
+        self.reader.on_message_begin()
+        return 0
+
+    cdef int _url(self, bytes url) except -1:
+        self.reader.on_url(url)
+        return 0
+
     cdef int _field(self, bytes name, bytes value) except -1:
-        if self.reader is not None:
-            self.reader.on_header(name, value)
+        self.reader.on_header(name, value)
         return 0
 
     cdef int _head_done(self) except -1:
-        if self.reader is not None:
-            self.reader.on_headers_complete()
+        self.reader.on_headers_complete()
+        return 0
+
+    cdef int _body(self, bytes body) except -1:
+        self.reader.on_body(body)
+        return 0
+
+    cdef int _complete(self) except -1:
+        self.reader.on_message_complete()
         return 0
 
 
@@ -223,24 +254,35 @@ cdef class HttpResponseParser(_Parser):
 
     def __cinit__(self, protocol):
         self.reader = protocol if isinstance(protocol, ResponseReader) else None
-        llhttp_init(&self.parser, HTTP_RESPONSE, &_RESPONSE)
+        llhttp_init(&self.parser, HTTP_RESPONSE, &_RESPONSE if self.reader else &_NONE)
         self.parser.data = <void*>self
 
     def get_status_code(self) -> int:
         return self.parser.status_code
 
+    cdef int _status(self, bytes reason) except -1:
+        self.reader.on_status(reason)
+        return 0
+
     cdef int _field(self, bytes name, bytes value) except -1:
-        if self.reader is not None:
-            self.reader.on_header(name, value)
+        self.reader.on_header(name, value)
         return 0
 
     cdef int _head_done(self) except -1:
-        if self.reader is not None:
-            self.reader.on_headers_complete()
+        self.reader.on_headers_complete()
+        return 0
+
+    cdef int _body(self, bytes body) except -1:
+        self.reader.on_body(body)
+        return 0
+
+    cdef int _complete(self) except -1:
+        self.reader.on_message_complete()
         return 0
 
 
-# -- llhttp's callbacks: each keeps what a callback raised for feed_data, as httptools does.
+# -- llhttp's callbacks: each keeps what a callback raised for feed_data, as httptools
+# does (a data callback with the reason httptools gives, the others as llhttp's own).
 
 cdef int _failed(llhttp_t* parser, object exc, const char* reason) noexcept:
     (<_Parser>parser.data).error = exc
@@ -251,30 +293,24 @@ cdef int _failed(llhttp_t* parser, object exc, const char* reason) noexcept:
 
 
 cdef int _on_message_begin(llhttp_t* parser) noexcept:
-    cdef HttpRequestParser self = <HttpRequestParser>parser.data
     try:
-        if self.reader is not None:
-            self.reader.on_message_begin()
+        (<_Parser>parser.data)._begin()
     except BaseException as exc:
         return _failed(parser, exc, NULL)
     return 0
 
 
 cdef int _on_url(llhttp_t* parser, const char* at, size_t size) noexcept:
-    cdef HttpRequestParser self = <HttpRequestParser>parser.data
     try:
-        if self.reader is not None:
-            self.reader.on_url(at[:size])
+        (<_Parser>parser.data)._url(at[:size])
     except BaseException as exc:
         return _failed(parser, exc, "`on_url` callback error")
     return 0
 
 
 cdef int _on_status(llhttp_t* parser, const char* at, size_t size) noexcept:
-    cdef HttpResponseParser self = <HttpResponseParser>parser.data
     try:
-        if self.reader is not None:
-            self.reader.on_status(at[:size])
+        (<_Parser>parser.data)._status(at[:size])
     except BaseException as exc:
         return _failed(parser, exc, "`on_status` callback error")
     return 0
@@ -316,41 +352,17 @@ cdef int _on_headers_complete(llhttp_t* parser) noexcept:
     return 1 if parser.upgrade else 0
 
 
-cdef int _on_request_body(llhttp_t* parser, const char* at, size_t size) noexcept:
-    cdef HttpRequestParser self = <HttpRequestParser>parser.data
+cdef int _on_body(llhttp_t* parser, const char* at, size_t size) noexcept:
     try:
-        if self.reader is not None:
-            self.reader.on_body(at[:size])
+        (<_Parser>parser.data)._body(at[:size])
     except BaseException as exc:
         return _failed(parser, exc, "`on_body` callback error")
     return 0
 
 
-cdef int _on_response_body(llhttp_t* parser, const char* at, size_t size) noexcept:
-    cdef HttpResponseParser self = <HttpResponseParser>parser.data
+cdef int _on_message_complete(llhttp_t* parser) noexcept:
     try:
-        if self.reader is not None:
-            self.reader.on_body(at[:size])
-    except BaseException as exc:
-        return _failed(parser, exc, "`on_body` callback error")
-    return 0
-
-
-cdef int _on_request_complete(llhttp_t* parser) noexcept:
-    cdef HttpRequestParser self = <HttpRequestParser>parser.data
-    try:
-        if self.reader is not None:
-            self.reader.on_message_complete()
-    except BaseException as exc:
-        return _failed(parser, exc, NULL)
-    return 0
-
-
-cdef int _on_response_complete(llhttp_t* parser) noexcept:
-    cdef HttpResponseParser self = <HttpResponseParser>parser.data
-    try:
-        if self.reader is not None:
-            self.reader.on_message_complete()
+        (<_Parser>parser.data)._complete()
     except BaseException as exc:
         return _failed(parser, exc, NULL)
     return 0
@@ -364,32 +376,30 @@ cdef int _on_chunk_header(llhttp_t* parser) noexcept:
 
 
 cdef int _on_chunk_complete(llhttp_t* parser) noexcept:
-    cdef _Parser self = <_Parser>parser.data
     try:
-        self._flush_field()  # a trailer field, as httptools hands it over
+        (<_Parser>parser.data)._flush_field()  # a trailer field, as httptools hands it over
     except BaseException as exc:
         return _failed(parser, exc, NULL)
     return 0
 
 
-cdef llhttp_settings_t _REQUEST
-cdef llhttp_settings_t _RESPONSE
-llhttp_settings_init(&_REQUEST)
+cdef void _common(llhttp_settings_t* settings) noexcept:
+    llhttp_settings_init(settings)
+    settings.on_header_field = _on_header_field
+    settings.on_header_value = _on_header_value
+    settings.on_headers_complete = _on_headers_complete
+    settings.on_body = _on_body
+    settings.on_message_complete = _on_message_complete
+    settings.on_chunk_header = _on_chunk_header
+    settings.on_chunk_complete = _on_chunk_complete
+
+
+# What httptools sets for each reader: on_message_begin only for requests, since
+# only the request reader has it.  _NONE: no callbacks, for a protocol that is not a reader.
+cdef llhttp_settings_t _REQUEST, _RESPONSE, _NONE
+_common(&_REQUEST)
 _REQUEST.on_message_begin = _on_message_begin
 _REQUEST.on_url = _on_url
-_REQUEST.on_header_field = _on_header_field
-_REQUEST.on_header_value = _on_header_value
-_REQUEST.on_headers_complete = _on_headers_complete
-_REQUEST.on_body = _on_request_body
-_REQUEST.on_message_complete = _on_request_complete
-_REQUEST.on_chunk_header = _on_chunk_header
-_REQUEST.on_chunk_complete = _on_chunk_complete
-llhttp_settings_init(&_RESPONSE)
+_common(&_RESPONSE)
 _RESPONSE.on_status = _on_status
-_RESPONSE.on_header_field = _on_header_field
-_RESPONSE.on_header_value = _on_header_value
-_RESPONSE.on_headers_complete = _on_headers_complete
-_RESPONSE.on_body = _on_response_body
-_RESPONSE.on_message_complete = _on_response_complete
-_RESPONSE.on_chunk_header = _on_chunk_header
-_RESPONSE.on_chunk_complete = _on_chunk_complete
+llhttp_settings_init(&_NONE)
