@@ -19,7 +19,7 @@ parse errors.  aiohttp drives llhttp from its own Cython the same way.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from libc.stdint cimport int32_t, uint8_t, uint16_t
+from libc.stdint cimport uint8_t, uint16_t
 
 from httptools import (
     HttpParserCallbackError,
@@ -36,7 +36,6 @@ from proxy.dataplane.response cimport ResponseReader
 
 cdef extern from "llhttp.h":
     ctypedef struct llhttp_t:
-        int32_t error
         void* data
         uint8_t method
         uint8_t http_major
