@@ -1,7 +1,9 @@
 """The compiled build's llhttp binding (proxy/dataplane/_llhttp.pyx) against httptools,
-which the pure build uses: the same raw bytes, fed whole and in every split, must give
-the same callbacks with the same arguments, the same parser state at the end of each
-head, and the same exception (class, message, and what a callback raised)."""
+which the pure build uses: the same raw bytes, fed whole and in every split, must reach
+the readers the same: the same calls with the same arguments, the same head gathered
+for the response reader (the binding does in C what response.py's on_header does with
+httptools), the same parser state at the end of each head, and the same exception
+(class, message, and what a callback raised)."""
 
 from __future__ import annotations
 
@@ -31,51 +33,65 @@ class Boom(Exception):
     pass
 
 
-def _recorder(base):
-    """A reader that records every callback (a subclass of the real reader, so the
-    binding calls it as it calls the data plane)."""
+class RequestRecorder(RequestReader):
+    """Records every call the parser makes into the reader (a subclass of the real
+    reader, so the binding calls it as it calls the data plane)."""
 
-    class Recorder(base):
-        def __init__(self, fail_on=None):
-            self.events = []
-            self.fail_on = fail_on
-            self.parser = None
+    def __init__(self, fail_on=None):
+        self.events = []
+        self.fail_on = fail_on
+        self.parser = None
 
-        def _note(self, *event):
-            self.events.append(event)
-            if event[0] == self.fail_on:
-                raise Boom(event[0])
+    def _note(self, *event):
+        self.events.append(event)
+        if event[0] == self.fail_on:
+            raise Boom(event[0])
 
-        def on_url(self, url):
-            self._note("url", url)
-
-        def on_status(self, reason):
-            self._note("status", reason)
-
-        def on_header(self, name, value):
-            self._note("header", name, value)
-
-        def on_headers_complete(self):
-            p = self.parser
-            state = (p.get_http_version(), p.should_keep_alive(),
-                     p.get_method() if hasattr(p, "get_method") else p.get_status_code())
-            self._note("headers_complete", *state)
-
-        def on_body(self, body):
-            self._note("body", body)
-
-        def on_message_complete(self):
-            self._note("complete", self.parser.should_keep_alive())
-
-    return Recorder
-
-
-class RequestRecorder(_recorder(RequestReader)):
-    def on_message_begin(self):  # as the real readers: only the request side has it
+    def on_message_begin(self):
         self._note("begin")
 
+    def on_url(self, url):
+        self._note("url", url)
 
-ResponseRecorder = _recorder(ResponseReader)
+    def on_header(self, name, value):
+        self._note("header", name, value)
+
+    def head_parsed(self, method, version, keep_alive):
+        # httptools reaches this through the real reader's on_headers_complete
+        p = self.parser
+        self._note("head", method, version, keep_alive,
+                   p.get_method(), p.get_http_version(), p.should_keep_alive())
+
+    def on_body(self, body):
+        self._note("body", body)
+
+    def on_message_complete(self):
+        self._note("complete", self.parser.should_keep_alive())
+
+
+class ResponseRecorder(ResponseReader):
+    """Records what the response reader is given: with httptools, what its own
+    on_status and on_header gathered; with the binding, what the binding did."""
+
+    def __init__(self, fail_on=None):
+        self.events = []
+        self.fail_on = fail_on
+        self.parser = None
+        self._new_head()
+
+    _note = RequestRecorder._note
+
+    def head_parsed(self, status):
+        p = self.parser
+        self._note("head", status, self.reason, b"".join(self.head), self.hop, self.length,
+                   p.get_status_code(), p.get_http_version(), p.should_keep_alive())
+        self._new_head()  # as start() does for the next response
+
+    def on_body(self, body):
+        self._note("body", body)
+
+    def message_done(self, keep_alive):
+        self._note("complete", keep_alive, self.parser.should_keep_alive())
 
 
 def _run(parser_class, recorder_class, pieces, fail_on=None):
@@ -107,10 +123,10 @@ def _run(parser_class, recorder_class, pieces, fail_on=None):
         events.append(event)
     if body:
         events.append(("body", body))
-    # A name or URL split by the read comes in pieces: join those too.
+    # A URL split by the read comes in pieces: join those too.
     joined = []
     for event in events:
-        if joined and event[0] in ("url", "status") and joined[-1][0] == event[0]:
+        if joined and event[0] == "url" and joined[-1][0] == event[0]:
             joined[-1] = (event[0], joined[-1][1] + event[1])
         else:
             joined.append(event)
@@ -159,6 +175,20 @@ RESPONSES = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
     b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
     b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    # every name on_header sorts out, in odd cases, among fields it passes on
+    b"HTTP/1.1 200 OK\r\nCONNECTION: Keep-Alive, X-Gone\r\nX-Gone: 1\r\nKeep-Alive: timeout=5\r\n"
+    b"content-LENGTH: 2\r\nProxy-Connection: x\r\nTE: trailers\r\nTrailer: X-T\r\n"
+    b"Upgrade: h2\r\nProxy-Authenticate: Basic\r\nProxy-Authorization: y\r\n"
+    b"Contentlength: 1\r\nX-Connection: no\r\nTEE: 1\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Sp:  a b  \r\nX-Obs: caf\xe9\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Last:\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n"
+    b"Connection: close\r\nX-Trailer: t\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 \xc3\xa9t\xc3\xa9\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX: " + b"v" * 2000 + b"\r\n" + b"Y-" * 300 + b": 1\r\n\r\n",
 ]
 
 
@@ -173,12 +203,15 @@ def test_the_same_bytes_parse_the_same(kind, message):
         assert ours == theirs, pieces
 
 
-@pytest.mark.parametrize("fail_on", ["begin", "url", "header", "headers_complete", "body",
-                                     "complete"])
-def test_a_callback_that_raises_fails_the_same(fail_on):
-    message = REQUESTS[2]
-    ours = _run(_llhttp.HttpRequestParser, RequestRecorder, [message], fail_on)
-    theirs = _run(httptools.HttpRequestParser, RequestRecorder, [message], fail_on)
+@pytest.mark.parametrize("kind, fail_on", [
+    *(("request", f) for f in ["begin", "url", "header", "head", "body", "complete"]),
+    *(("response", f) for f in ["head", "body", "complete"])])
+def test_a_callback_that_raises_fails_the_same(kind, fail_on):
+    name, recorder, message = (
+        ("HttpRequestParser", RequestRecorder, REQUESTS[2]) if kind == "request"
+        else ("HttpResponseParser", ResponseRecorder, RESPONSES[0]))
+    ours = _run(getattr(_llhttp, name), recorder, [message], fail_on)
+    theirs = _run(getattr(httptools, name), recorder, [message], fail_on)
     assert ours == theirs
     assert ours[1][0] == "HttpParserCallbackError" and ours[1][2] == "Boom"
 

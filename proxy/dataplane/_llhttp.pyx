@@ -5,21 +5,30 @@ The same parser httptools wraps, at the same version (vendor/llhttp, from the
 httptools 0.9.0 source), behind the part of httptools' interface the data plane
 uses: `feed_data`, `get_method`, `get_http_version`, `get_status_code`,
 `should_keep_alive`, `set_dangerous_leniencies` and httptools' own exceptions,
-raised in the same cases with the same messages.  It also hands a field over
-the way httptools does (name and value, once the next field starts or the head
-ends).  So reading.py
-and response.py do not know which one runs, and the pure build keeps httptools
-(http11.strict_request_parser chooses).
+raised in the same cases with the same messages.  The pure build keeps
+httptools (http11.strict_request_parser chooses).
 
-What differs is the calls into the data plane: httptools enters Python for each
-callback, about fifteen times a request; here a callback calls the reader's
-method through its C method table (reading.pxd, response.pxd).  A protocol
-that is not a reader (http11.verify_strict's sink) gets no callbacks, only the
-parse errors.  aiohttp drives llhttp from its own Cython the same way.
+What differs is the calls into the data plane.  httptools enters Python for
+each callback, about fifteen times a request, and the reader then calls its
+getters.  Here a callback calls the reader's method through its C method table
+(reading.pxd, response.pxd), and hands over at the end of the head what the
+getters would have said (`head_parsed`).  A request field is handed over as
+httptools does it (name and value, once the next field starts or the head
+ends).  A response's fields are not handed over one by one at all: the response
+parser gathers in C what response.py's `on_header` gathers from httptools
+(HttpResponseParser, below).  A protocol that is not a reader (http11.verify_strict's
+sink) gets no callbacks, only the parse errors.  aiohttp drives llhttp from its
+own Cython the same way.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport uint8_t, uint16_t
+from libc.string cimport memcpy
+
+
+cdef extern from "<strings.h>":
+    int strncasecmp(const char* a, const char* b, size_t size)
 
 from httptools import (
     HttpParserCallbackError,
@@ -30,6 +39,7 @@ from httptools import (
     HttpParserUpgrade,
 )
 
+from proxy.dataplane.headers import HOP_BY_HOP
 from proxy.dataplane.reading cimport RequestReader
 from proxy.dataplane.response cimport ResponseReader
 
@@ -122,44 +132,31 @@ cdef int _set_leniency(llhttp_t* parser, str name, int enabled) except -1:
     return 0
 
 
+cdef struct _Buffer:
+    char* data
+    Py_ssize_t size, capacity
+
+
+cdef int _append(_Buffer* buf, const char* at, Py_ssize_t size) except -1:
+    cdef Py_ssize_t need = buf.size + size, capacity
+    cdef char* grown
+    if need > buf.capacity:
+        capacity = max(need, 2 * buf.capacity, 512)
+        grown = <char*>PyMem_Realloc(buf.data, capacity)
+        if grown == NULL:
+            raise MemoryError()
+        buf.data, buf.capacity = grown, capacity
+    memcpy(buf.data + buf.size, at, size)
+    buf.size = need
+    return 0
+
+
 cdef class _Parser:
-    """What requests and responses share: llhttp's state, feeding it, a field
-    being gathered, and the error a callback raised.  The events are virtual
-    methods, each subclass passing its own on to its reader."""
+    """What requests and responses share: llhttp's state, feeding it, the
+    getters, and the error a callback raised."""
 
     cdef llhttp_t parser
-    cdef bytes name, value  # the field being gathered (None: none yet)
     cdef object error  # what a callback raised, for the HttpParserCallbackError
-
-    cdef int _begin(self) except -1:
-        return 0
-
-    cdef int _url(self, bytes url) except -1:
-        return 0
-
-    cdef int _status(self, bytes reason) except -1:
-        return 0
-
-    cdef int _field(self, bytes name, bytes value) except -1:
-        return 0
-
-    cdef int _head_done(self) except -1:
-        return 0
-
-    cdef int _body(self, bytes body) except -1:
-        return 0
-
-    cdef int _complete(self) except -1:
-        return 0
-
-    cdef int _flush_field(self) except -1:
-        """Hand over the field gathered so far (httptools' _maybe_call_on_header)."""
-        cdef bytes name, value
-        if self.value is not None:
-            name, value = self.name, self.value
-            self.name = self.value = None
-            self._field(name, value)
-        return 0
 
     def set_dangerous_leniencies(self, **leniencies) -> None:
         for name, enabled in leniencies.items():
@@ -167,10 +164,7 @@ cdef class _Parser:
                 _set_leniency(&self.parser, name, enabled)
 
     def get_http_version(self) -> str:
-        cdef uint8_t major = self.parser.http_major, minor = self.parser.http_minor
-        if major == 1:
-            return "1.1" if minor == 1 else "1.0" if minor == 0 else f"1.{minor}"
-        return f"{major}.{minor}"
+        return _version(&self.parser)
 
     def should_keep_alive(self) -> bool:
         return bool(llhttp_should_keep_alive(&self.parser))
@@ -211,8 +205,20 @@ cdef class _Parser:
         return HttpParserError(reason)
 
 
+cdef str _version(llhttp_t* parser):
+    # httptools' get_http_version, without formatting the common two
+    cdef uint8_t major = parser.http_major, minor = parser.http_minor
+    if major == 1:
+        return "1.1" if minor == 1 else "1.0" if minor == 0 else f"1.{minor}"
+    return f"{major}.{minor}"
+
+
 cdef class HttpRequestParser(_Parser):
+    """Hands each field over as httptools does: name and value, once the next
+    field starts or the head ends; a trailer field at the end of its chunk."""
+
     cdef RequestReader reader
+    cdef bytes name, value  # the field being gathered (None: none yet)
 
     def __cinit__(self, protocol):
         # Any other protocol (http11.verify_strict's sink) gets no callbacks.
@@ -221,63 +227,127 @@ cdef class HttpRequestParser(_Parser):
         self.parser.data = <void*>self
 
     def get_method(self) -> bytes:
-        return llhttp_method_name(self.parser.method)
+        return _method(self.parser.method)
 
-    cdef int _begin(self) except -1:
-        self.reader.on_message_begin()
+    cdef int _flush_field(self) except -1:
+        """Hand over the field gathered so far (httptools' _maybe_call_on_header)."""
+        cdef bytes name, value
+        if self.value is not None:
+            name, value = self.name, self.value
+            self.name = self.value = None
+            self.reader.on_header(name, value)
         return 0
 
-    cdef int _url(self, bytes url) except -1:
-        self.reader.on_url(url)
-        return 0
 
-    cdef int _field(self, bytes name, bytes value) except -1:
-        self.reader.on_header(name, value)
-        return 0
+# llhttp's method names as bytes, made once each (get_method's answer).
+cdef list _METHODS = [None] * 256
 
-    cdef int _head_done(self) except -1:
-        self.reader.on_headers_complete()
-        return 0
 
-    cdef int _body(self, bytes body) except -1:
-        self.reader.on_body(body)
-        return 0
-
-    cdef int _complete(self) except -1:
-        self.reader.on_message_complete()
-        return 0
+cdef bytes _method(uint8_t method):
+    name = _METHODS[method]
+    if name is None:
+        name = _METHODS[method] = <bytes>llhttp_method_name(method)
+    return name
 
 
 cdef class HttpResponseParser(_Parser):
+    """Gathers the head in C, the pass response.ResponseReader.on_header makes
+    with httptools: the fields to pass on as one piece of `Name: value` lines,
+    the hop-by-hop ones aside as (lower-case name, value), and whether one was
+    Content-Length.  It then sets the reader's `reason`, `head`, `hop` and
+    `length` as on_status and on_header would have, and calls `head_parsed`.
+    Fields after the head (trailers) are dropped, as the pure build drops them:
+    the head has gone out by then."""
+
     cdef ResponseReader reader
+    cdef _Buffer fields, reason
+    cdef Py_ssize_t field_at, value_at  # in `fields`: the open field's name, value (-1: none)
+    cdef bint in_head, length
+    cdef list hop
 
     def __cinit__(self, protocol):
         self.reader = protocol if isinstance(protocol, ResponseReader) else None
         llhttp_init(&self.parser, HTTP_RESPONSE, &_RESPONSE if self.reader else &_NONE)
         self.parser.data = <void*>self
+        self.field_at = self.value_at = -1
+
+    def __dealloc__(self):
+        PyMem_Free(self.fields.data)
+        PyMem_Free(self.reason.data)
 
     def get_status_code(self) -> int:
         return self.parser.status_code
 
-    cdef int _status(self, bytes reason) except -1:
-        self.reader.on_status(reason)
+    cdef int _begin(self) except -1:
+        self.fields.size = self.reason.size = 0
+        self.field_at = self.value_at = -1
+        self.in_head = True
+        self.length = False
+        self.hop = None
         return 0
 
-    cdef int _field(self, bytes name, bytes value) except -1:
-        self.reader.on_header(name, value)
+    cdef int _name(self, const char* at, size_t size) except -1:
+        if self.in_head:
+            if self.value_at >= 0:
+                self._end_field()
+            if self.field_at < 0:
+                self.field_at = self.fields.size
+            _append(&self.fields, at, size)
+        return 0
+
+    cdef int _value(self, const char* at, size_t size) except -1:
+        if self.in_head:
+            if self.value_at < 0:
+                _append(&self.fields, b": ", 2)
+                self.value_at = self.fields.size
+            _append(&self.fields, at, size)
+        return 0
+
+    cdef int _end_field(self) except -1:
+        cdef Py_ssize_t kind = _sorted(self.fields.data + self.field_at,
+                                       self.value_at - 2 - self.field_at)
+        if kind == _CONTENT_LENGTH:
+            self.length = True
+        elif kind >= 0:  # hop-by-hop: aside, and out of the head
+            if self.hop is None:
+                self.hop = []
+            self.hop.append(((<tuple>_SORTED)[kind],
+                             self.fields.data[self.value_at:self.fields.size]))
+            self.fields.size = self.field_at
+        if kind < 0 or kind == _CONTENT_LENGTH:
+            _append(&self.fields, b"\r\n", 2)
+        self.field_at = self.value_at = -1
         return 0
 
     cdef int _head_done(self) except -1:
-        self.reader.on_headers_complete()
+        cdef ResponseReader reader = self.reader
+        if self.value_at >= 0:
+            self._end_field()
+        self.in_head = False
+        reader.reason = self.reason.data[:self.reason.size] if self.reason.size else b""
+        reader.hop = tuple(self.hop) if self.hop is not None else ()
+        reader.length = self.length
+        if self.fields.size:
+            reader.head.append(self.fields.data[:self.fields.size])
+        reader.head_parsed(self.parser.status_code)
         return 0
 
-    cdef int _body(self, bytes body) except -1:
-        self.reader.on_body(body)
-        return 0
 
-    cdef int _complete(self) except -1:
-        self.reader.on_message_complete()
-        return 0
+# What response.ResponseReader.on_header sorts out, by name: the hop-by-hop fields,
+# then Content-Length (the framing it forwards, noted).
+cdef tuple _SORTED = tuple(sorted(HOP_BY_HOP)) + (b"content-length",)
+cdef Py_ssize_t _CONTENT_LENGTH = len(_SORTED) - 1
+
+
+cdef Py_ssize_t _sorted(const char* name, Py_ssize_t size):
+    """Which of _SORTED `name` is, in any case (-1: none)."""
+    cdef Py_ssize_t i
+    cdef bytes known
+    for i in range(len(_SORTED)):
+        known = <bytes>_SORTED[i]
+        if len(known) == size and strncasecmp(name, known, size) == 0:
+            return i
+    return -1
 
 
 # -- llhttp's callbacks: each keeps what a callback raised for feed_data, as httptools
@@ -291,9 +361,13 @@ cdef int _failed(llhttp_t* parser, object exc, const char* reason) noexcept:
     return -1
 
 
-cdef int _on_message_begin(llhttp_t* parser) noexcept:
+cdef inline RequestReader _request_reader(llhttp_t* parser):
+    return (<HttpRequestParser>parser.data).reader
+
+
+cdef int _on_request_begin(llhttp_t* parser) noexcept:
     try:
-        (<_Parser>parser.data)._begin()
+        _request_reader(parser).on_message_begin()
     except BaseException as exc:
         return _failed(parser, exc, NULL)
     return 0
@@ -301,22 +375,14 @@ cdef int _on_message_begin(llhttp_t* parser) noexcept:
 
 cdef int _on_url(llhttp_t* parser, const char* at, size_t size) noexcept:
     try:
-        (<_Parser>parser.data)._url(at[:size])
+        _request_reader(parser).on_url(at[:size])
     except BaseException as exc:
         return _failed(parser, exc, "`on_url` callback error")
     return 0
 
 
-cdef int _on_status(llhttp_t* parser, const char* at, size_t size) noexcept:
-    try:
-        (<_Parser>parser.data)._status(at[:size])
-    except BaseException as exc:
-        return _failed(parser, exc, "`on_status` callback error")
-    return 0
-
-
-cdef int _on_header_field(llhttp_t* parser, const char* at, size_t size) noexcept:
-    cdef _Parser self = <_Parser>parser.data
+cdef int _on_request_field(llhttp_t* parser, const char* at, size_t size) noexcept:
+    cdef HttpRequestParser self = <HttpRequestParser>parser.data
     try:
         self._flush_field()
         if self.name is None:
@@ -328,8 +394,8 @@ cdef int _on_header_field(llhttp_t* parser, const char* at, size_t size) noexcep
     return 0
 
 
-cdef int _on_header_value(llhttp_t* parser, const char* at, size_t size) noexcept:
-    cdef _Parser self = <_Parser>parser.data
+cdef int _on_request_value(llhttp_t* parser, const char* at, size_t size) noexcept:
+    cdef HttpRequestParser self = <HttpRequestParser>parser.data
     try:
         if self.value is None:
             self.value = at[:size]
@@ -340,35 +406,36 @@ cdef int _on_header_value(llhttp_t* parser, const char* at, size_t size) noexcep
     return 0
 
 
-cdef int _on_headers_complete(llhttp_t* parser) noexcept:
-    cdef _Parser self = <_Parser>parser.data
+cdef int _on_request_head(llhttp_t* parser) noexcept:
+    cdef HttpRequestParser self = <HttpRequestParser>parser.data
     try:
         self._flush_field()
-        self._head_done()
+        self.reader.head_parsed(_method(parser.method), _version(parser),
+                                llhttp_should_keep_alive(parser))
     except BaseException as exc:
         return _failed(parser, exc, NULL)
     # An upgrade: llhttp is to read no body, and pauses after the message.
     return 1 if parser.upgrade else 0
 
 
-cdef int _on_body(llhttp_t* parser, const char* at, size_t size) noexcept:
+cdef int _on_request_body(llhttp_t* parser, const char* at, size_t size) noexcept:
     try:
-        (<_Parser>parser.data)._body(at[:size])
+        _request_reader(parser).on_body(at[:size])
     except BaseException as exc:
         return _failed(parser, exc, "`on_body` callback error")
     return 0
 
 
-cdef int _on_message_complete(llhttp_t* parser) noexcept:
+cdef int _on_request_complete(llhttp_t* parser) noexcept:
     try:
-        (<_Parser>parser.data)._complete()
+        _request_reader(parser).on_message_complete()
     except BaseException as exc:
         return _failed(parser, exc, NULL)
     return 0
 
 
 cdef int _on_chunk_header(llhttp_t* parser) noexcept:
-    cdef _Parser self = <_Parser>parser.data
+    cdef HttpRequestParser self = <HttpRequestParser>parser.data
     if self.name is not None or self.value is not None:
         return _failed(parser, HttpParserError("invalid headers state"), NULL)
     return 0
@@ -376,29 +443,85 @@ cdef int _on_chunk_header(llhttp_t* parser) noexcept:
 
 cdef int _on_chunk_complete(llhttp_t* parser) noexcept:
     try:
-        (<_Parser>parser.data)._flush_field()  # a trailer field, as httptools hands it over
+        (<HttpRequestParser>parser.data)._flush_field()  # a trailer field, as httptools does
     except BaseException as exc:
         return _failed(parser, exc, NULL)
     return 0
 
 
-cdef void _common(llhttp_settings_t* settings) noexcept:
-    llhttp_settings_init(settings)
-    settings.on_header_field = _on_header_field
-    settings.on_header_value = _on_header_value
-    settings.on_headers_complete = _on_headers_complete
-    settings.on_body = _on_body
-    settings.on_message_complete = _on_message_complete
-    settings.on_chunk_header = _on_chunk_header
-    settings.on_chunk_complete = _on_chunk_complete
+cdef int _on_response_begin(llhttp_t* parser) noexcept:
+    (<HttpResponseParser>parser.data)._begin()  # cannot fail
+    return 0
 
 
-# What httptools sets for each reader: on_message_begin only for requests, since
-# only the request reader has it.  _NONE: no callbacks, for a protocol that is not a reader.
+cdef int _on_status(llhttp_t* parser, const char* at, size_t size) noexcept:
+    cdef HttpResponseParser self = <HttpResponseParser>parser.data
+    try:
+        if self.in_head:
+            _append(&self.reason, at, size)
+    except BaseException as exc:
+        return _failed(parser, exc, "`on_status` callback error")
+    return 0
+
+
+cdef int _on_response_field(llhttp_t* parser, const char* at, size_t size) noexcept:
+    try:
+        (<HttpResponseParser>parser.data)._name(at, size)
+    except BaseException as exc:
+        return _failed(parser, exc, "`on_header_field` callback error")
+    return 0
+
+
+cdef int _on_response_value(llhttp_t* parser, const char* at, size_t size) noexcept:
+    try:
+        (<HttpResponseParser>parser.data)._value(at, size)
+    except BaseException as exc:
+        return _failed(parser, exc, "`on_header_value` callback error")
+    return 0
+
+
+cdef int _on_response_head(llhttp_t* parser) noexcept:
+    try:
+        (<HttpResponseParser>parser.data)._head_done()
+    except BaseException as exc:
+        return _failed(parser, exc, NULL)
+    return 1 if parser.upgrade else 0
+
+
+cdef int _on_response_body(llhttp_t* parser, const char* at, size_t size) noexcept:
+    try:
+        (<HttpResponseParser>parser.data).reader.on_body(at[:size])
+    except BaseException as exc:
+        return _failed(parser, exc, "`on_body` callback error")
+    return 0
+
+
+cdef int _on_response_complete(llhttp_t* parser) noexcept:
+    try:
+        (<HttpResponseParser>parser.data).reader.message_done(llhttp_should_keep_alive(parser))
+    except BaseException as exc:
+        return _failed(parser, exc, NULL)
+    return 0
+
+
+# The callbacks of each reader; _NONE: none, for a protocol that is not a reader.
 cdef llhttp_settings_t _REQUEST, _RESPONSE, _NONE
-_common(&_REQUEST)
-_REQUEST.on_message_begin = _on_message_begin
+llhttp_settings_init(&_REQUEST)
+_REQUEST.on_message_begin = _on_request_begin
 _REQUEST.on_url = _on_url
-_common(&_RESPONSE)
+_REQUEST.on_header_field = _on_request_field
+_REQUEST.on_header_value = _on_request_value
+_REQUEST.on_headers_complete = _on_request_head
+_REQUEST.on_body = _on_request_body
+_REQUEST.on_message_complete = _on_request_complete
+_REQUEST.on_chunk_header = _on_chunk_header
+_REQUEST.on_chunk_complete = _on_chunk_complete
+llhttp_settings_init(&_RESPONSE)
+_RESPONSE.on_message_begin = _on_response_begin
 _RESPONSE.on_status = _on_status
+_RESPONSE.on_header_field = _on_response_field
+_RESPONSE.on_header_value = _on_response_value
+_RESPONSE.on_headers_complete = _on_response_head
+_RESPONSE.on_body = _on_response_body
+_RESPONSE.on_message_complete = _on_response_complete
 llhttp_settings_init(&_NONE)

@@ -57,7 +57,8 @@ class UpstreamConnection(ResponseReader, asyncio.Protocol):
         self.status = 0
         self.reason = b""
         # The response head as it is parsed: a slot for the status line, then the
-        # lines we pass on; the hop-by-hop fields aside; whether it has a length.
+        # field lines we pass on (in pieces: four a field from httptools, one for
+        # all from _llhttp); the hop-by-hop fields aside; whether it has a length.
         self.head: list[bytes] = [b""]
         self.hop: tuple[tuple[bytes, bytes], ...] = ()
         self.length = False

@@ -43,23 +43,25 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
 
 
 def without_named(head: list[bytes], hop: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
-    """A response head (the status line, then name, ": ", value, CRLF for each
-    field) without the fields the `Connection` values among `hop` name."""
+    """A response head (the status line, then the field lines in any number of
+    pieces) without the fields the `Connection` values among `hop` name."""
     tokens = connection_tokens(hop)
-    kept = head[:1]
-    for i in range(1, len(head), 4):
-        if head[i].lower() not in tokens:
-            kept += head[i:i + 4]
-    return kept
+    return head[:1] + [line for line in _field_lines(head) if _name(line) not in tokens]
 
 
 def without_content_length(head: list[bytes]) -> list[bytes]:
     """A response head (as for `without_named`) minus Content-Length."""
-    out = head[:1]
-    for i in range(1, len(head), 4):
-        if head[i].lower() != b"content-length":
-            out += head[i:i + 4]
-    return out
+    return head[:1] + [line for line in _field_lines(head) if _name(line) != b"content-length"]
+
+
+def _field_lines(head: list[bytes]) -> list[bytes]:
+    # Rare paths, so the pieces are joined and split again: the pure build keeps
+    # four per field, the compiled one a single piece for all (_llhttp.pyx).
+    return [line + b"\r\n" for line in b"".join(head[1:]).split(b"\r\n")[:-1]]
+
+
+def _name(line: bytes) -> bytes:
+    return line.partition(b":")[0].lower()
 
 
 class _StatusLines(dict):

@@ -13,11 +13,12 @@ cdef class RequestReader(Client):
     cdef public Py_ssize_t head_size
 
     cpdef _enter(self, phase, double now=*)
-    # llhttp's callbacks: _llhttp.pyx calls them through the C method table
+    # What _llhttp.pyx calls, through the C method table: llhttp's callbacks, with
+    # head_parsed in on_headers_complete's place (given what the getters would say)
     cpdef on_message_begin(self)
     cpdef on_url(self, bytes url)
     cpdef on_header(self, bytes name, bytes value)
-    cpdef on_headers_complete(self)
+    cpdef head_parsed(self, bytes method, str version, bint keep_alive)
     cpdef on_body(self, bytes body)
     cpdef on_message_complete(self)
     cpdef _start(self, Request req)

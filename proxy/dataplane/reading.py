@@ -136,12 +136,18 @@ class RequestReader(Client):
         self.reading.headers.append((name, value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
-        req = self.reading
         parser = self.parser
+        self.head_parsed(parser.get_method(), parser.get_http_version(),
+                         parser.should_keep_alive())
+
+    def head_parsed(self, method: bytes, version: str, keep_alive: bool) -> None:
+        """The head has ended (the compiled binding calls this directly, with
+        what httptools' getters would return)."""
+        req = self.reading
         plane = self.plane
-        req.method = parser.get_method()
-        req.version = parser.get_http_version()
-        req.keep_alive = parser.should_keep_alive()
+        req.method = method
+        req.version = version
+        req.keep_alive = keep_alive
         req.inspect(plane, plane.forwarding.drop_set(self.trusted))
         if req.expect_continue and self.current is None and not self.queue:
             req.expect_continue = False

@@ -18,9 +18,9 @@ cdef class ResponseReader:
     cdef public double idle_since, deadline
 
     cpdef _new_head(self)
-    # llhttp's callbacks: _llhttp.pyx calls them through the C method table
-    cpdef on_status(self, bytes reason)
-    cpdef on_header(self, bytes name, bytes value)
-    cpdef on_headers_complete(self)
+    # What _llhttp.pyx calls, through the C method table.  It gathers the head
+    # itself, so on_status, on_header, on_headers_complete and on_message_complete
+    # are httptools' callbacks only (the pure build's, and any build's fallback).
+    cpdef head_parsed(self, int status)
     cpdef on_body(self, bytes body)
-    cpdef on_message_complete(self)
+    cpdef message_done(self, bint keep_alive)

@@ -3,7 +3,9 @@
 A mixin of `connection.UpstreamConnection` (which holds the fields, in its
 `__slots__`): the response protocol apart from the connection's life.  The
 head is edited as it is parsed, one pass over the fields: hop-by-hop ones set
-aside, the rest kept as the bytes that go to the client.
+aside, the rest kept as the bytes that go to the client.  The compiled build's
+llhttp binding does that pass in C (_llhttp.pyx) and calls `head_parsed`;
+with httptools, `on_status` and `on_header` do it here.
 """
 
 from __future__ import annotations
@@ -98,7 +100,12 @@ class ResponseReader:
         head.append(b"\r\n")
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        self.head_parsed(self.parser.get_status_code())
+
+    def head_parsed(self, status: int) -> None:
+        """The head has ended.  `reason`, `head`, `hop` and `length` hold what
+        on_status and on_header gathered; in the compiled build the llhttp
+        binding gathers them itself (_llhttp.pyx) and calls this directly."""
         self.status = status
         head = self.head
         head[0] = STATUS_LINES[status, self.reason]
@@ -135,9 +142,13 @@ class ResponseReader:
         self.exchange.on_upstream_body(body)
 
     def on_message_complete(self) -> None:
+        self.message_done(self.parser.should_keep_alive())
+
+    def message_done(self, keep_alive: bool) -> None:
+        """The response has ended (the compiled binding calls this directly)."""
         if self.status == 101:
             return
         if self.interim:
             self.interim = False
             return
-        self._complete(self.parser.should_keep_alive())
+        self._complete(keep_alive)
