@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import math
 import random
 
 import pytest
@@ -48,6 +49,29 @@ def _random_lines(count: int) -> list[tuple]:
              rnd.randrange(10**12), some_bytes(30), rnd.choice(["127.0.0.1", "::1", "unix"]),
              rnd.choice([None, "client_gone", "upstream_reset"]))
             for _ in range(count)]
+
+
+def _numbers() -> list[float]:
+    """Times and durations where three decimals are hard to get right: halfway
+    cases that are exact in binary (x.0625: ties go to even), the doubles
+    either side of a decimal halfway point, the edges of the compiled
+    renderer's own rounding (0 to 10^15), and what it leaves to Python."""
+    rnd = random.Random(5)
+    numbers = [k / 16 for k in range(64)] + [1764626400 + k / 16 for k in range(16)]
+    for _ in range(2000):
+        half = (rnd.randrange(10 ** rnd.randrange(1, 19)) + 0.5) / 1000
+        numbers += [math.nextafter(half, 0), half, math.nextafter(half, math.inf)]
+        numbers.append(rnd.uniform(0, 10 ** rnd.randrange(-6, 16)))
+    return numbers + [1e15, math.nextafter(1e15, 0), 1e16, 2.0 ** 60, 5e-324, -0.0, -0.0625,
+                      -1.5, math.inf, -math.inf]
+
+
+def test_compiled_lines_round_three_decimals_as_python_does():
+    if compiled is None:
+        pytest.skip("the pure build has only the Python renderer")
+    line = CORNERS[0]
+    lines = [(n, *line[1:6], n / 1000, *line[7:]) for n in _numbers()]
+    assert compiled(lines) == _python(lines)
 
 
 def _python(lines: list[tuple]) -> str:

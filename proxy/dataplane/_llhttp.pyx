@@ -24,7 +24,7 @@ own Cython the same way.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport uint8_t, uint16_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 
 cdef extern from "<strings.h>":
@@ -264,6 +264,7 @@ cdef class HttpResponseParser(_Parser):
     cdef Py_ssize_t field_at, value_at  # in `fields`: the open field's name, value (-1: none)
     cdef bint in_head, length
     cdef list hop
+    cdef bytes last_reason
 
     def __cinit__(self, protocol):
         self.reader = protocol if isinstance(protocol, ResponseReader) else None
@@ -324,7 +325,7 @@ cdef class HttpResponseParser(_Parser):
         if self.value_at >= 0:
             self._end_field()
         self.in_head = False
-        reader.reason = self.reason.data[:self.reason.size] if self.reason.size else b""
+        reader.reason = self._reason()
         reader.hop = tuple(self.hop) if self.hop is not None else ()
         reader.length = self.length
         if self.fields.size:
@@ -332,20 +333,51 @@ cdef class HttpResponseParser(_Parser):
         reader.head_parsed(self.parser.status_code)
         return 0
 
+    cdef bytes _reason(self):
+        # The last reason again (an upstream sends the same few) is the same
+        # object, hash included: response.py looks its status line up by it.
+        cdef Py_ssize_t size = self.reason.size
+        if size == 0:
+            return b""
+        if self.last_reason is None or len(self.last_reason) != size or \
+                memcmp(<const char*>self.last_reason, self.reason.data, size) != 0:
+            self.last_reason = self.reason.data[:size]
+        return self.last_reason
+
 
 # What response.ResponseReader.on_header sorts out, by name: the hop-by-hop fields,
-# then Content-Length (the framing it forwards, noted).
+# then Content-Length (the framing it forwards, noted).  In C for the search: most
+# fields (Server, Date, Content-Type) have a length none of these has.
 cdef tuple _SORTED = tuple(sorted(HOP_BY_HOP)) + (b"content-length",)
 cdef Py_ssize_t _CONTENT_LENGTH = len(_SORTED) - 1
+cdef enum:
+    _LONGEST = 32
+cdef const char* _SORTED_NAMES[16]
+cdef Py_ssize_t _SORTED_SIZES[16]
+cdef bint _SORTED_LENGTH[_LONGEST]  # whether any name in _SORTED is this long
 
 
-cdef Py_ssize_t _sorted(const char* name, Py_ssize_t size):
+cdef int _index_sorted() except -1:
+    cdef Py_ssize_t i
+    assert len(_SORTED) <= 16
+    for i in range(len(_SORTED)):
+        _SORTED_NAMES[i] = <bytes>_SORTED[i]  # the tuple keeps the bytes alive
+        _SORTED_SIZES[i] = len(<bytes>_SORTED[i])
+        assert _SORTED_SIZES[i] < _LONGEST
+        _SORTED_LENGTH[_SORTED_SIZES[i]] = True
+    return 0
+
+
+_index_sorted()
+
+
+cdef Py_ssize_t _sorted(const char* name, Py_ssize_t size) noexcept:
     """Which of _SORTED `name` is, in any case (-1: none)."""
     cdef Py_ssize_t i
-    cdef bytes known
-    for i in range(len(_SORTED)):
-        known = <bytes>_SORTED[i]
-        if len(known) == size and strncasecmp(name, known, size) == 0:
+    if size >= _LONGEST or not _SORTED_LENGTH[size]:
+        return -1
+    for i in range(_CONTENT_LENGTH + 1):
+        if _SORTED_SIZES[i] == size and strncasecmp(name, _SORTED_NAMES[i], size) == 0:
             return i
     return -1
 

@@ -1,4 +1,5 @@
 # Augmenting declarations for Cython (exchange.py stays plain Python).
+cimport cython
 from proxy.dataplane.dispatch cimport dispatch
 from proxy.dataplane.request cimport Request
 from proxy.dataplane.plane cimport DataPlane
@@ -20,6 +21,7 @@ cdef class Exchange(ResponseSink):
 
     cpdef start(self)
     cpdef _go(self)
+    @cython.locals(pool=Pool, up=Upstream)
     cpdef _forward(self)
     cpdef _dispatch(self, Upstream up, bint fresh=*)
     cpdef _finish(self, int status, bint counted=*)

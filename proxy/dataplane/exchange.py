@@ -60,7 +60,8 @@ class Exchange(ResponseSink):
         self.status = 0
         self.sent_bytes = 0
         self.chunked = False  # we frame the body as chunks (the upstream did not size it)
-        self.keep_alive = request.keep_alive and request.error is None
+        # Read through self: the compiled build knows the type of the field, not of the argument.
+        self.keep_alive = self.request.keep_alive and self.request.error is None
         self.out: list[bytes] = []  # what this answer adds for the client in this pass
 
     def __repr__(self) -> str:
@@ -127,13 +128,14 @@ class Exchange(ResponseSink):
         if choice is None:
             self._answer_error(NoHealthyPoolError("no healthy pool with weight"))
             return
-        pool = plane.pools[choice.pool]
+        name, set_cookie = choice  # unpacked: a tuple's items cost less than its attributes
+        pool = plane.pools[name]
         up = pool.pick()
         if up is None:
             self._answer_error(NoHealthyPoolError(f"pool {pool.name} has no healthy upstream"))
             return
         self.pool = pool
-        self.set_cookie = choice.set_cookie
+        self.set_cookie = set_cookie
         req.payload = plane.forwarding.render(req, client.peer_bytes, client.trusted)
         self._dispatch(up)
 

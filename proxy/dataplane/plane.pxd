@@ -1,5 +1,6 @@
 from proxy.dataplane.writes cimport Outbox
 from proxy.dataplane.forwarding cimport Forwarding
+from proxy.dataplane.request cimport Request
 
 cdef class DataPlane:
     cdef public object loop, config, timeouts, table, healthy, signer, access, log
@@ -12,4 +13,5 @@ cdef class DataPlane:
     cdef public Outbox outbox
     cdef public Forwarding forwarding
 
-    cpdef choose(self, req, str peer, bint via_proxy=*)
+    cpdef choose(self, Request req, str peer, bint via_proxy=*)
+    cpdef set_cookie_line(self, str pool, bint secure=*)

@@ -9,3 +9,7 @@ cdef class Request:
     cdef public Py_ssize_t body_size
     cdef public double started
     cdef public int tries
+
+    cpdef inspect(self, plane, frozenset drop)
+    cpdef _check_start_line(self)
+    cpdef _host(self, host)

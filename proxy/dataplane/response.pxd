@@ -18,6 +18,7 @@ cdef class ResponseReader:
     cdef public double idle_since, deadline
 
     cpdef _new_head(self)
+    cpdef _complete(self, bint keep_alive)
     # What _llhttp.pyx calls, through the C method table.  It gathers the head
     # itself, so on_status, on_header, on_headers_complete and on_message_complete
     # are httptools' callbacks only (the pure build's, and any build's fallback).

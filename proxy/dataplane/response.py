@@ -72,6 +72,12 @@ class ResponseReader:
         else:
             self._fail(UpstreamProtocolError(str(exc)), ANSWERED)
 
+    def _complete(self, keep_alive: bool) -> None:
+        """The response has ended: on to the next request or closed
+        (connection.UpstreamConnection; declared here so that message_done calls
+        it directly in the compiled build)."""
+        raise NotImplementedError
+
     def _new_head(self) -> None:
         self.reason = b""
         self.head = [b""]  # a slot for the status line, then the fields we pass on
