@@ -60,8 +60,7 @@ class Exchange(ResponseSink):
         self.status = 0
         self.sent_bytes = 0
         self.chunked = False  # we frame the body as chunks (the upstream did not size it)
-        # Read through self: the compiled build knows the type of the field, not of the argument.
-        self.keep_alive = self.request.keep_alive and self.request.error is None
+        self.keep_alive = self.request.keep_alive and self.request.error is None  # typed: self's
         self.out: list[bytes] = []  # what this answer adds for the client in this pass
 
     def __repr__(self) -> str:
@@ -128,8 +127,8 @@ class Exchange(ResponseSink):
         if choice is None:
             self._answer_error(NoHealthyPoolError("no healthy pool with weight"))
             return
-        name, set_cookie = choice  # unpacked: a tuple's items cost less than its attributes
-        pool = plane.pools[name]
+        pool_name, set_cookie = choice  # a tuple's items cost less than its attributes
+        pool = plane.pools[pool_name]
         up = pool.pick()
         if up is None:
             self._answer_error(NoHealthyPoolError(f"pool {pool.name} has no healthy upstream"))
@@ -175,8 +174,7 @@ class Exchange(ResponseSink):
         req, plane = self.request, self.plane
         self.phase = STREAMING
         self.status = status
-        # A refused WebSocket handshake ends the connection: llhttp stopped at
-        # the Upgrade, and what follows cannot be trusted as HTTP.
+        # A refused WebSocket handshake ends the connection (see _answer_error).
         keep = self.keep_alive and not plane.draining and not req.upgrade
         if not sized:
             if req.version == "1.1":

@@ -59,23 +59,33 @@ class Forwarding:
         if rid is None or len(rid) > 200:
             rid = req.request_id = b"%s-%x" % (self._id_prefix, next(self._ids))
         host = req.host
+        # Appends, not `+=` of tuples: compiled, each is a C call, not a tuple made.
         parts = [req.method, b" ", req.target, b" HTTP/1.1\r\nHost: ", host or b"localhost",
-                 b"\r\n", *req.fields, b"X-Request-Id: ", rid, b"\r\nX-Forwarded-For: "]
+                 b"\r\n"]
+        parts.extend(req.fields)
+        parts.append(b"X-Request-Id: ")
+        parts.append(rid)
+        parts.append(b"\r\nX-Forwarded-For: ")
         if trusted:
             if req.xff:
-                parts += (b", ".join(req.xff), b", ")
-            parts += (peer, b"\r\n")
-            parts += _missing_forwarding(req.headers, host)
+                parts.append(b", ".join(req.xff))
+                parts.append(b", ")
+            parts.append(peer)
+            parts.append(b"\r\n")
+            parts.extend(_missing_forwarding(req.headers, host))
         else:
-            parts += (peer, b"\r\nX-Forwarded-Proto: http\r\n")
+            parts.append(peer)
+            parts.append(b"\r\nX-Forwarded-Proto: http\r\n")
             if host is not None:
-                parts += (b"X-Forwarded-Host: ", host, b"\r\n")
+                parts.append(b"X-Forwarded-Host: ")
+                parts.append(host)
+                parts.append(b"\r\n")
         if req.body_size or req.framed:
             parts.append(b"Content-Length: %d\r\n" % req.body_size)
         if req.upgrade:
             parts.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
         parts.append(b"\r\n")
-        parts += req.body
+        parts.extend(req.body)
         return b"".join(parts)
 
     def client_address(self, xff: tuple[bytes, ...], peer: str) -> str:

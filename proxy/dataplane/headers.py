@@ -64,18 +64,20 @@ def _name(line: bytes) -> bytes:
     return line.partition(b":")[0].lower()
 
 
-class _StatusLines(dict):
-    """`HTTP/1.1 <status> <reason>` lines by (status, reason), each formatted once:
-    upstreams send a handful, and the lookup costs a fraction of the formatting."""
-
-    def __missing__(self, key: tuple[int, bytes]) -> bytes:
-        line = b"HTTP/1.1 %d %s\r\n" % key
-        if len(self) < 1024:  # reason phrases come from upstreams: stay bounded
-            self[key] = line
-        return line
+# `HTTP/1.1 <status> <reason>` lines by (status, reason), each formatted once:
+# upstreams send a handful, and the lookup costs a fraction of the formatting.
+# A plain dict (status_line fills it): a dict subclass's subscript goes
+# through a Python-level method lookup, even compiled.
+STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 
 
-STATUS_LINES = _StatusLines()
+def status_line(status: int, reason: bytes) -> bytes:
+    line = STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(STATUS_LINES) < 1024:  # reason phrases come from upstreams: stay bounded
+            STATUS_LINES[status, reason] = line
+    return line
 
 
 def came_over_https(headers) -> bool:

@@ -3,7 +3,8 @@ from proxy.dataplane.stats cimport Histogram
 from proxy.dataplane.upstream cimport Upstream
 
 cdef class Pool:
-    cdef public object name, upstreams, balance, by_class
+    cdef public object name, upstreams, balance
+    cdef public list by_class
     cdef public Histogram latency
     cdef public Py_ssize_t _next, drain_cut
 

@@ -15,7 +15,8 @@ import enum
 import httptools
 
 from .errors import UpstreamProtocolError
-from .headers import HOP_BY_HOP, STATUS_LINES, without_content_length, without_named
+from .headers import (HOP_BY_HOP, STATUS_LINES, status_line, without_content_length,
+                      without_named)
 from .http11 import strict_response_parser
 from .retry import ANSWERED
 
@@ -114,7 +115,10 @@ class ResponseReader:
         binding gathers them itself (_llhttp.pyx) and calls this directly."""
         self.status = status
         head = self.head
-        head[0] = STATUS_LINES[status, self.reason]
+        try:
+            head[0] = STATUS_LINES[status, self.reason]
+        except KeyError:  # a line not seen yet
+            head[0] = status_line(status, self.reason)
         chunked = named = False
         for lname, value in self.hop:
             if lname == b"transfer-encoding":

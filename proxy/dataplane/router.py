@@ -117,13 +117,14 @@ def _draw_for(weights: Iterable[tuple[str, int]], healthy) -> Draw:
 
 def _land(draw: Draw, uniform: float) -> Choice | None:
     """Where a uniform number in [0, 1) falls among the shares of `draw`."""
-    if not draw.total:
+    total, shares = draw  # unpacked: compiled, a tuple's items cost less than its attributes
+    if not total:
         return None
-    point = uniform * draw.total
-    for choice, upper in draw.shares:
+    point = uniform * total
+    for choice, upper in shares:
         if point < upper:
             return choice
-    return draw.shares[-1][0]  # float rounding at the top edge lands on the last
+    return shares[-1][0]  # float rounding at the top edge lands on the last
 
 
 def table_from(weights: dict[str, int], generation: int = 0, previous: str | None = None,
