@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
+from time import time as wall_clock
 from typing import TextIO
 
 import structlog
@@ -224,7 +224,7 @@ class AccessLog:
                duration: float, sent: int, peer: str, error: str | None = None) -> None:
         """Keep one request's line; `duration` in seconds."""
         pending = self._pending
-        pending.append((time.time(), req.method, req.target, status, pool, upstream, duration,
+        pending.append((wall_clock(), req.method, req.target, status, pool, upstream, duration,
                         sent, req.request_id or b"", peer, error))
         if len(pending) >= _FLUSH_LINES:
             self.flush()
@@ -233,7 +233,7 @@ class AccessLog:
         """`record` for an exchange.Exchange that ended at `now` (monotonic)."""
         req, pool, target = exchange.request, exchange.pool, exchange.target
         pending = self._pending
-        pending.append((time.time(), req.method, req.target, status,
+        pending.append((wall_clock(), req.method, req.target, status,
                         pool.name if pool else None, target.label if target else None,
                         now - req.started, exchange.sent_bytes, req.request_id or b"",
                         exchange.client.peer, error))

@@ -11,7 +11,7 @@ queue of requests, the timers, and closing.
 from __future__ import annotations
 
 import asyncio
-import time
+from time import monotonic
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -82,7 +82,7 @@ class ClientConnection(RequestReader, asyncio.Protocol):
             transport.close()
             return
         plane.clients.add(self)
-        now = time.monotonic()
+        now = monotonic()
         self._enter(NEW, now)
         self.idle_since = now
         plane.idle[self] = None
@@ -91,7 +91,7 @@ class ClientConnection(RequestReader, asyncio.Protocol):
         # Stop reading the upstream while the client's buffer is full, or a slow
         # reader makes us hold the whole response in memory.
         self.paused_writing = True
-        self.send_deadline = time.monotonic() + self.plane.timeouts.client_send
+        self.send_deadline = monotonic() + self.plane.timeouts.client_send
         if self.current is not None and self.current.conn is not None:
             self.current.conn.pause()
 

@@ -14,7 +14,7 @@ import asyncio
 import errno
 import os
 import socket
-import time
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import httptools
@@ -133,7 +133,7 @@ class UpstreamConnection(ResponseReader, asyncio.Protocol):
     def resume(self) -> None:
         if self.transport is not None and self.paused:
             self.paused = False
-            self.deadline = time.monotonic() + self.upstream.response_timeout
+            self.deadline = monotonic() + self.upstream.response_timeout
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -185,7 +185,7 @@ class UpstreamConnection(ResponseReader, asyncio.Protocol):
             # Still mid-response: the timeout counts from the last bytes.  (A
             # response that ended in this read already went out with its pass_on.)
             if not self.paused:
-                self.deadline = time.monotonic() + self.upstream.response_timeout
+                self.deadline = monotonic() + self.upstream.response_timeout
             exchange.pass_on()
 
     def eof_received(self):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from .connection import UpstreamConnection
@@ -20,7 +20,7 @@ def dispatch(up: Upstream, exchange: ResponseSink, payload: bytes, is_head: bool
     new one when `fresh`: a resent request must not meet the next connection of
     the worker that just dropped it)."""
     up.inflight += 1
-    now = time.monotonic()
+    now = monotonic()
     idle = up.idle  # newest last: the one most likely still open
     while idle and not fresh:
         conn = idle.pop()
@@ -68,7 +68,7 @@ def _connected(up: Upstream, task, timer, exchange: ResponseSink, payload: bytes
             up.inflight -= 1
             up.release(conn)
             return
-        conn.start(exchange, payload, is_head, body_file, time.monotonic())
+        conn.start(exchange, payload, is_head, body_file, monotonic())
         return
     up.inflight -= 1
     up.note_connect_failure()

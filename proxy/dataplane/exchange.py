@@ -9,7 +9,7 @@ one place.  (uvicorn's `RequestResponseCycle` is the model.)
 from __future__ import annotations
 
 import enum
-import time
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from .dispatch import dispatch
@@ -18,6 +18,7 @@ from .errors import (InternalError, NoHealthyPoolError, ProxyError, UpstreamProt
 from .headers import came_over_https
 from .retry import ANSWERED, Delivery, may_resend
 from .sink import Client, ResponseSink
+from .writes import join
 
 if TYPE_CHECKING:
     from .connection import UpstreamConnection
@@ -250,8 +251,7 @@ class Exchange(ResponseSink):
     def pass_on(self) -> None:
         out = self.out
         if out and self.client.transport is not None:
-            self.plane.outbox.send(self.client.transport,
-                                   out[0] if len(out) == 1 else b"".join(out))
+            self.plane.outbox.send(self.client.transport, join(out))
         out.clear()
 
     # -- endings ------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class Exchange(ResponseSink):
         self.out.clear()
         self.phase = DONE
         self._log(self.status, error=err.event)
-        self.pool.count(None, time.monotonic() - self.request.started)
+        self.pool.count(None, monotonic() - self.request.started)
         self.request.close()
         self.client.cut(self)
 
@@ -279,7 +279,7 @@ class Exchange(ResponseSink):
         self.out.append(error_response(err.status, close=not keep))
         self.pass_on()
         if self.pool is not None:
-            self.pool.count(None, time.monotonic() - req.started)
+            self.pool.count(None, monotonic() - req.started)
         self._finish(err.status, counted=True)
 
     def _finish(self, status: int, counted: bool = False) -> None:
@@ -287,7 +287,7 @@ class Exchange(ResponseSink):
         if req.body_file is not None:
             req.close()
         self.phase = DONE
-        now = time.monotonic()  # one clock read for stats, the log line and the idle deadline
+        now = monotonic()  # one clock read for stats, the log line and the idle deadline
         if not counted and self.pool is not None:
             self.pool.count(status, now - req.started)
         if self.plane.access is not None:  # _log inlined: this runs for every request
@@ -297,4 +297,4 @@ class Exchange(ResponseSink):
     def _log(self, status: int, now: float | None = None, error: str | None = None) -> None:
         access = self.plane.access
         if access is not None:
-            access.record_exchange(self, status, now or time.monotonic(), error)
+            access.record_exchange(self, status, now or monotonic(), error)

@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING
 
 from .headers import FORWARDING, FRAMING, HOP_BY_HOP
+from .writes import join
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -86,7 +87,7 @@ class Forwarding:
             parts.append(b"Connection: upgrade\r\nUpgrade: websocket\r\n")
         parts.append(b"\r\n")
         parts.extend(req.body)
-        return b"".join(parts)
+        return join(parts)
 
     def client_address(self, xff: tuple[bytes, ...], peer: str) -> str:
         """Who sent a request that came through our trusted proxies: the rightmost

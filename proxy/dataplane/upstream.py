@@ -7,7 +7,7 @@ this module only keeps them.  Health is decided by the control plane
 
 from __future__ import annotations
 
-import time
+from time import monotonic
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class Upstream:
         counts since the last report."""
         self.closes += 1
         self.resent += resent
-        now = time.monotonic()
+        now = monotonic()
         if now - self._last_report >= CLOSE_REPORT_INTERVAL and self.log_event is not None:
             closes, resent_before = self._reported
             self.log_event("upstream_closed_under_request", pool=self.pool,
@@ -91,12 +91,12 @@ class Upstream:
         if conn.transport is None or len(self.idle) >= MAX_IDLE:
             conn.close()
             return
-        conn.idle_since = time.monotonic()
+        conn.idle_since = monotonic()
         self.idle.append(conn)
 
     def close_idle(self, older_than: float | None = None) -> None:
         """Close idle connections (all, or those idle longer than `older_than` s)."""
-        now = time.monotonic()
+        now = monotonic()
         keep = []
         for conn in self.idle:
             if older_than is not None and now - conn.idle_since < older_than:

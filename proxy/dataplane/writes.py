@@ -7,6 +7,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncio
 
+try:
+    from ._join import join  # b"".join in C, for the lists of bytes we send (_join.pyx)
+except ImportError:  # the pure build
+    join = b"".join
+
 
 class Outbox:
     """What the callbacks of this pass want written, in order."""

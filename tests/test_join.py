@@ -1,0 +1,56 @@
+"""The compiled build's bytes join (proxy/dataplane/_join.pyx) against bytes.join, which
+the pure build uses for the heads and answers it sends: the same result for every list,
+and the lone part itself, as bytes.join returns it."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from proxy.dataplane import writes
+
+try:
+    from proxy.dataplane._join import join as compiled
+except ImportError:  # the pure build
+    compiled = None
+
+pytestmark = pytest.mark.skipif(compiled is None, reason="the pure build has only bytes.join")
+
+
+def test_the_compiled_build_has_it_and_uses_it():
+    if os.environ.get("SWITCHYARD_EXPECT_HOT_PATH") == "compiled":
+        assert writes.join is compiled
+
+
+def _lists():
+    rnd = random.Random(3)
+    yield []
+    yield [b""]
+    yield [b"", b""]
+    yield [b"GET / HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n"]
+    yield [b"\x00\xff" * 5000, b"", b"tail"]
+    for _ in range(500):
+        yield [bytes(rnd.randrange(256) for _ in range(rnd.randrange(40)))
+               for _ in range(rnd.randrange(30))]
+
+
+def test_it_joins_as_bytes_join_does():
+    for parts in _lists():
+        assert compiled(parts) == b"".join(parts)
+        assert type(compiled(parts)) is bytes
+
+
+def test_a_lone_part_is_returned_itself():
+    part = b"HTTP/1.1 200 OK\r\n\r\n"
+    assert compiled([part]) is part
+
+
+def test_parts_that_are_not_bytes_go_to_bytes_join():
+    assert compiled([b"a", bytearray(b"b"), memoryview(b"c")]) == b"abc"
+    assert type(compiled([bytearray(b"b")])) is bytes
+    with pytest.raises(TypeError):
+        compiled([b"a", "b"])
+    with pytest.raises(TypeError):
+        compiled((b"a",))  # a list only, as the data plane passes
