@@ -1,9 +1,12 @@
 from proxy.dataplane.writes cimport Outbox
 from proxy.dataplane.forwarding cimport Forwarding
 from proxy.dataplane.request cimport Request
+from proxy.dataplane.router cimport choose_pool
+from proxy.dataplane.accesslog cimport AccessLog
 
 cdef class DataPlane:
-    cdef public object loop, config, timeouts, table, healthy, signer, access, log
+    cdef public object loop, config, timeouts, table, healthy, signer, log
+    cdef public AccessLog access
     cdef public object cookie_name, tester_cookie, our_cookies, _cookie_lines, _random
     cdef public object on_passive_failure, pause
     cdef public dict pools, read_timeouts, idle

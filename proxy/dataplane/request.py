@@ -152,7 +152,7 @@ class Request:
             raise VersionNotSupportedError(f"HTTP/{self.version}")
         if self.method == b"CONNECT":
             raise MethodNotImplementedError("CONNECT")
-        if self.target[:1] == b"/":
+        if self.target.startswith(b"/"):
             # Origin-form, the common case.  Strict llhttp (http11.verify_strict
             # runs at start-up) admits only visible ASCII in a target, so this is
             # all origin_form would check, at a tenth of its regex's cost.

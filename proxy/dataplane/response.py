@@ -123,7 +123,8 @@ class ResponseReader:
         for lname, value in self.hop:
             if lname == b"transfer-encoding":
                 chunked = True
-            elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+            elif lname == b"connection" and value not in _PLAIN_CONNECTION and \
+                    value.lower() not in _PLAIN_CONNECTION:  # as sent, first: no copy
                 named = True
         if named:
             head = self.head = without_named(head, self.hop)
