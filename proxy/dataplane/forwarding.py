@@ -9,12 +9,17 @@ Host, the forwarding fields, a request id and the framing.  Forwarding claims
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import os
 from typing import TYPE_CHECKING
 
 from .headers import FORWARDING, FRAMING, HOP_BY_HOP
 from .writes import join
+
+try:
+    from ._bytes import request_id  # in C (_bytes.pyx)
+except ImportError:  # the pure build
+    def request_id(prefix: bytes, number: int) -> bytes:
+        return b"%s-%x" % (prefix, number)
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -24,12 +29,12 @@ class Forwarding:
     """The forwarding rules of the current config (see `configure`)."""
 
     __slots__ = ("tester_header", "_drop", "_drop_trusted", "_trusted_nets", "_tester_nets",
-                 "_id_prefix", "_ids")
+                 "_id_prefix", "_last_id")
 
     def __init__(self, config: Config) -> None:
         # Request ids: a per-process prefix and a counter that survives reloads.
         self._id_prefix = os.urandom(4).hex().encode()
-        self._ids = itertools.count(1)
+        self._last_id = 0
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -58,7 +63,8 @@ class Forwarding:
         """
         rid = req.request_id
         if rid is None or len(rid) > 200:
-            rid = req.request_id = b"%s-%x" % (self._id_prefix, next(self._ids))
+            self._last_id += 1
+            rid = req.request_id = request_id(self._id_prefix, self._last_id)
         host = req.host
         # Appends, not `+=` of tuples: compiled, each is a C call, not a tuple made.
         parts = [req.method, b" ", req.target, b" HTTP/1.1\r\nHost: ", host or b"localhost",

@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     import asyncio
 
 try:
-    from ._join import join  # b"".join in C, for the lists of bytes we send (_join.pyx)
+    from ._bytes import join  # b"".join in C, for the lists of bytes we send (_bytes.pyx)
 except ImportError:  # the pure build
     join = b"".join
 
