@@ -132,3 +132,21 @@ def test_a_malformed_request_stops_reading(client):
     loop.run_soon()
     assert conn.read is STOPPED and not transport.reading
     assert transport.data.startswith(b"HTTP/1.1 400 ") and transport.closing
+
+
+def test_field_names_in_any_case_are_sorted_the_same_past_the_lowercase_memo(client):
+    # Request.inspect keeps the lowercase of each name seen (request._LOWER_NAMES,
+    # 1024 at most, then cleared): the memo must never change what is kept or dropped.
+    conn, transport, loop = client
+    for round_ in range(5):
+        names = [b"X-F%d-%d" % (round_, i) for i in range(300)]
+        head = b"".join(b"%s: v%d\r\n" % (n, i) for i, n in enumerate(names))
+        conn.data_received(b"GET /r%d HTTP/1.1\r\nhOsT: h%d\r\nX-FORWARDED-for: 6.6.6.6\r\n"
+                           % (round_, round_) + head + b"x-Request-ID: id%d\r\n\r\n" % round_)
+        loop.run_soon()
+        req = conn.current.request
+        assert req.host == b"h%d" % round_ and req.request_id == b"id%d" % round_
+        sent = b"".join(req.fields)
+        assert sent == head  # Host, X-Forwarded-For and X-Request-Id are ours to write
+        conn.current.phase = HELD
+        conn.answered(conn.current, time.monotonic())

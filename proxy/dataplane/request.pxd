@@ -1,4 +1,6 @@
 # Augmenting declarations for Cython (request.py stays plain Python).
+cdef dict _LOWER_NAMES
+
 cdef class Request:
     cdef public bytes method, target, payload
     cdef public str version

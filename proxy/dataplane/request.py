@@ -27,6 +27,12 @@ from .sticky import without_cookies
 _VALID_HOSTS: set[bytes] = set()
 _VALID_HOSTS_MAX = 1024
 
+# Field names lowercased, by the name as sent: browsers send the same dozen in
+# the same case, and a lookup costs less than lower() and hashing its copy.
+# Any client can send any name, so it is cleared when it fills.
+_LOWER_NAMES: dict[bytes, bytes] = {}
+_LOWER_NAMES_MAX = 1024
+
 # Connection values that name no other field: the common case, no parse.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade", b"keep-alive, upgrade",
                                b"upgrade, keep-alive"})
@@ -76,7 +82,9 @@ class Request:
         fields = self.fields
         host = cookie = upgrade = None
         for name, value in self.headers:
-            lname = name.lower()
+            lname = _LOWER_NAMES.get(name)
+            if lname is None:
+                lname = _lower(name)
             if lname in drop:
                 if lname == b"host":
                     if host is not None:
@@ -208,6 +216,13 @@ class Request:
         if self.body_file is not None:
             self.body_file.close()
             self.body_file = None
+
+
+def _lower(name: bytes) -> bytes:
+    if len(_LOWER_NAMES) >= _LOWER_NAMES_MAX:
+        _LOWER_NAMES.clear()
+    lname = _LOWER_NAMES[name] = name.lower()
+    return lname
 
 
 def _is_websocket(upgrade: bytes, headers) -> bool:
