@@ -69,3 +69,5 @@ def test_request_ids_are_the_format_they_replace():
         request_id(b"p", 2 ** 64)
     with pytest.raises(OverflowError):
         request_id(b"p", -1)
+    with pytest.raises(TypeError):
+        request_id(None, 1)

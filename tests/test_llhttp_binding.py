@@ -92,6 +92,7 @@ class ResponseRecorder(ResponseReader):
 
     def message_done(self, keep_alive):
         self._note("complete", keep_alive, self.parser.should_keep_alive())
+        self._new_head()  # trailers gathered by on_header are not the next head's
 
 
 def _run(parser_class, recorder_class, pieces, fail_on=None):
@@ -187,6 +188,8 @@ RESPONSES = [
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n"
     b"Connection: close\r\nX-Trailer: t\r\n\r\n"
     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\nKeep-Alive: 2\r\n\r\n"
+    b"HTTP/1.1 204 No Content\r\nX-Next: 1\r\n\r\n",
     b"HTTP/1.1 200 \xc3\xa9t\xc3\xa9\r\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nX: " + b"v" * 2000 + b"\r\n" + b"Y-" * 300 + b": 1\r\n\r\n",
 ]
@@ -224,3 +227,40 @@ def test_a_protocol_that_is_not_a_reader_gets_only_the_errors():
     _llhttp.HttpRequestParser(Sink()).feed_data(REQUESTS[0])
     with pytest.raises(httptools.HttpParserError):
         _llhttp.HttpRequestParser(Sink()).feed_data(_MUST_REJECT[0])
+
+
+_UPPER_HOP = (b"HTTP/1.1 200 OK\r\nTRANSFER-ENCODING: chunked\r\nCONNECTION: close\r\n"
+              b"X-I: I\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+_UNDER_LOCALE = """
+import locale, sys
+locale.setlocale(locale.LC_ALL, "")
+assert locale.getlocale(locale.LC_CTYPE)[0] == "tr_TR", locale.getlocale(locale.LC_CTYPE)
+from proxy.dataplane import _llhttp
+from tests.test_llhttp_binding import ResponseRecorder, _UPPER_HOP
+proto = ResponseRecorder()
+proto.parser = _llhttp.HttpResponseParser(proto)
+proto.parser.feed_data(_UPPER_HOP)
+print(repr(proto.events[0][3:6]))
+"""
+
+
+def test_names_are_sorted_in_ascii_case_in_any_locale(tmp_path):
+    # In a Turkish locale the C library's case folding (strncasecmp, tolower)
+    # does not take "I" to "i": the binding must fold as bytes.lower() does.
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("localedef") is None or not os.path.exists("/usr/share/i18n/locales/tr_TR"):
+        pytest.skip("no localedef or no tr_TR locale source (Debian's `locales`)")
+    made = subprocess.run(["localedef", "-i", "tr_TR", "-f", "UTF-8", str(tmp_path / "tr_TR.UTF-8")],
+                          capture_output=True, timeout=120)
+    assert (tmp_path / "tr_TR.UTF-8").exists(), made.stderr
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, LOCPATH=str(tmp_path), LC_ALL="tr_TR.UTF-8", PYTHONPATH=root)
+    out = subprocess.run([sys.executable, "-c", _UNDER_LOCALE], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    fields, hop, length = eval(out.stdout)  # noqa: S307 - our own repr
+    assert fields == b"X-I: I\r\n" and length is False
+    assert hop == ((b"transfer-encoding", b"chunked"), (b"connection", b"close"))

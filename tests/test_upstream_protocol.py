@@ -295,3 +295,26 @@ def test_a_head_that_never_ends_fails_once_it_is_over_the_limit(upstream):
             break
         conn.data_received(b"X-Pad: " + b"a" * 991 + b"\r\n")
     assert client.errors == [("UpstreamProtocolError", ANSWERED)] and conn.phase is CLOSED
+
+
+def test_a_second_answer_in_the_read_that_ended_the_first_closes_the_connection(upstream):
+    # Nothing was asked for it: the first goes to the client, the connection is
+    # never reused (the compiled build once called the detached exchange: a crash).
+    conn, transport, client = exchange(upstream)
+    client.write_pass()
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+                       b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno")
+    assert client.head == (200, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n")
+    assert client.body == [b"hi"] and client.done == 1 and client.errors == []
+    assert conn.phase is CLOSED and transport.closing
+    conn.connection_lost(None)
+    assert upstream.idle == [] and upstream.inflight == 0
+
+
+def test_a_connection_field_naming_content_length_does_not_remove_the_framing(upstream):
+    conn, transport, client = exchange(upstream)
+    client.write_pass()
+    conn.data_received(b"HTTP/1.1 200 OK\r\nConnection: Content-Length, X-Gone\r\nX-Gone: 1\r\n"
+                       b"Content-Length: 2\r\nX-Kept: 3\r\n\r\nhi")
+    assert client.head == (200, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: 3\r\n")
+    assert client.body == [b"hi"] and client.done == 1 and conn.phase is IDLE

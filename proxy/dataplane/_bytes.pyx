@@ -45,7 +45,7 @@ def join(list parts) -> bytes:
     return out
 
 
-def request_id(bytes prefix, unsigned long long number) -> bytes:
+def request_id(bytes prefix not None, unsigned long long number) -> bytes:
     """b"%s-%x" % (prefix, number), made in one allocation."""
     cdef char digits[17]
     cdef int start = 17

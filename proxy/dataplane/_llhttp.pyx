@@ -27,9 +27,6 @@ from libc.stdint cimport uint8_t, uint16_t
 from libc.string cimport memcmp, memcpy
 
 
-cdef extern from "<strings.h>":
-    int strncasecmp(const char* a, const char* b, size_t size)
-
 from httptools import (
     HttpParserCallbackError,
     HttpParserError,
@@ -377,9 +374,23 @@ cdef Py_ssize_t _sorted(const char* name, Py_ssize_t size) noexcept:
     if size >= _LONGEST or not _SORTED_LENGTH[size]:
         return -1
     for i in range(_CONTENT_LENGTH + 1):
-        if _SORTED_SIZES[i] == size and strncasecmp(name, _SORTED_NAMES[i], size) == 0:
+        if _SORTED_SIZES[i] == size and _same_lowered(name, _SORTED_NAMES[i], size):
             return i
     return -1
+
+
+cdef bint _same_lowered(const char* name, const char* lower, Py_ssize_t size) noexcept:
+    # ASCII case only, as bytes.lower(): strncasecmp follows the locale (in a
+    # Turkish one, "I" is not "i" in lower case).
+    cdef Py_ssize_t i
+    cdef char c
+    for i in range(size):
+        c = name[i]
+        if b'A' <= c <= b'Z':
+            c = c | 0x20
+        if c != lower[i]:
+            return False
+    return True
 
 
 # -- llhttp's callbacks: each keeps what a callback raised for feed_data, as httptools

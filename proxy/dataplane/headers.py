@@ -45,7 +45,9 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
 def without_named(head: list[bytes], hop: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
     """A response head (the status line, then the field lines in any number of
     pieces) without the fields the `Connection` values among `hop` name."""
-    tokens = connection_tokens(hop)
+    # Content-Length is the framing we pass on (response.py counts on it):
+    # naming it in Connection does not remove it.
+    tokens = connection_tokens(hop) - {b"content-length"}
     return head[:1] + [line for line in _field_lines(head) if _name(line) not in tokens]
 
 

@@ -113,6 +113,10 @@ class ResponseReader:
         """The head has ended.  `reason`, `head`, `hop` and `length` hold what
         on_status and on_header gathered; in the compiled build the llhttp
         binding gathers them itself (_llhttp.pyx) and calls this directly."""
+        if self.exchange is None:
+            # A second answer in the read that completed the first: the upstream
+            # answered what it was not asked.  Stops llhttp; the connection closes.
+            raise UpstreamProtocolError("an answer after the response")
         self.status = status
         head = self.head
         try:
@@ -150,7 +154,9 @@ class ResponseReader:
             raise _HeadResponseDone(self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
-        self.exchange.on_upstream_body(body)
+        exchange = self.exchange
+        if exchange is not None:  # detached inside this read (typed: never call on None)
+            exchange.on_upstream_body(body)
 
     def on_message_complete(self) -> None:
         self.message_done(self.parser.should_keep_alive())
