@@ -22,6 +22,7 @@ own Cython the same way.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport uint8_t, uint16_t
 from libc.string cimport memcmp, memcpy
@@ -262,12 +263,14 @@ cdef class HttpResponseParser(_Parser):
     cdef bint in_head, length
     cdef list hop
     cdef bytes last_reason
+    cdef list last_hop  # by kind (_SORTED): the last value seen
 
     def __cinit__(self, protocol):
         self.reader = protocol if isinstance(protocol, ResponseReader) else None
         llhttp_init(&self.parser, HTTP_RESPONSE, &_RESPONSE if self.reader else &_NONE)
         self.parser.data = <void*>self
         self.field_at = self.value_at = -1
+        self.last_hop = [None] * len(_SORTED)
 
     def __dealloc__(self):
         PyMem_Free(self.fields.data)
@@ -309,8 +312,7 @@ cdef class HttpResponseParser(_Parser):
         elif kind >= 0:  # hop-by-hop: aside, and out of the head
             if self.hop is None:
                 self.hop = []
-            self.hop.append(((<tuple>_SORTED)[kind],
-                             self.fields.data[self.value_at:self.fields.size]))
+            self.hop.append(((<tuple>_SORTED)[kind], self._hop_value(kind)))
             self.fields.size = self.field_at
         if kind < 0 or kind == _CONTENT_LENGTH:
             _append(&self.fields, b"\r\n", 2)
@@ -329,6 +331,19 @@ cdef class HttpResponseParser(_Parser):
             reader.head.append(self.fields.data[:self.fields.size])
         reader.head_parsed(self.parser.status_code)
         return 0
+
+    cdef bytes _hop_value(self, Py_ssize_t kind):
+        # The value this kind of field had last time (Connection: keep-alive,
+        # every response) is that object again, its hash kept: response.py
+        # looks it up in a set.
+        cdef const char* at = self.fields.data + self.value_at
+        cdef Py_ssize_t size = self.fields.size - self.value_at
+        cdef bytes last = <bytes>self.last_hop[kind]
+        if last is None or PyBytes_GET_SIZE(last) != size or \
+                memcmp(PyBytes_AS_STRING(last), at, size) != 0:
+            last = at[:size]
+            self.last_hop[kind] = last
+        return last
 
     cdef bytes _reason(self):
         # The last reason again (an upstream sends the same few) is the same

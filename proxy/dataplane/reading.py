@@ -100,7 +100,8 @@ class RequestReader(Client):
         sweep enforces (`DEADLINES`; `now` is needed only for a phase that has one)."""
         self.read = phase
         seconds = self.plane.read_timeouts.get(phase)
-        self.deadline = now + seconds if seconds is not None else 0.0
+        # float(): compiled, the sum is then a C one, not a float object made.
+        self.deadline = now + float(seconds) if seconds is not None else 0.0
 
     def _start(self, req: Request) -> None:
         """Answer `req` now (client.ClientConnection; declared here so that the
