@@ -307,14 +307,14 @@ cdef class HttpResponseParser(_Parser):
     cdef int _end_field(self) except -1:
         cdef Py_ssize_t kind = _sorted(self.fields.data + self.field_at,
                                        self.value_at - 2 - self.field_at)
-        if kind == _CONTENT_LENGTH:
-            self.length = True
-        elif kind >= 0:  # hop-by-hop: aside, and out of the head
+        if kind >= 0 and kind != _CONTENT_LENGTH:  # hop-by-hop: aside, and out of the head
             if self.hop is None:
                 self.hop = []
             self.hop.append(((<tuple>_SORTED)[kind], self._hop_value(kind)))
             self.fields.size = self.field_at
-        if kind < 0 or kind == _CONTENT_LENGTH:
+        else:  # passed on
+            if kind == _CONTENT_LENGTH:
+                self.length = True
             _append(&self.fields, b"\r\n", 2)
         self.field_at = self.value_at = -1
         return 0

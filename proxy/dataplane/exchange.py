@@ -61,7 +61,7 @@ class Exchange(ResponseSink):
         self.status = 0
         self.sent_bytes = 0
         self.chunked = False  # we frame the body as chunks (the upstream did not size it)
-        self.keep_alive = self.request.keep_alive and self.request.error is None  # typed: self's
+        self.keep_alive = self.request.keep_alive and self.request.error is None  # typed via self
         self.out: list[bytes] = []  # what this answer adds for the client in this pass
 
     def __repr__(self) -> str:
